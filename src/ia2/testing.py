@@ -1,0 +1,63 @@
+"""Tiny random models and a byte-level tokenizer, built in-process: fast and offline.
+
+Used by the test suite and by benchmarks' smoke modes; never by real experiments.
+"""
+
+from __future__ import annotations
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+ARCHITECTURES = ("llama", "qwen2", "gpt2", "gemma3_text")
+SPECIALS = ["<pad>", "<bos>", "<eos>"]
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer (256 byte tokens + pad/bos/eos) that adds <bos> like Gemma does."""
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {tok: i for i, tok in enumerate(SPECIALS)}
+    for ch in sorted(alphabet):
+        vocab[ch] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    from tokenizers.processors import TemplateProcessing
+
+    tok.post_processor = TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>"
+    )
+
+
+def tiny_config(arch: str = "llama", vocab_size: int = 259, layers: int = 2, hidden: int = 32):
+    common = dict(vocab_size=vocab_size, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    if arch == "gpt2":
+        return AutoConfig.for_model(
+            "gpt2", n_embd=hidden, n_layer=layers, n_head=4, n_positions=512, **common
+        )
+    kw = dict(
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        **common,
+    )
+    if arch == "gemma3_text":
+        kw.update(head_dim=8, sliding_window=16, layer_types=None, query_pre_attn_scalar=8)
+    return AutoConfig.for_model(arch, **kw)
+
+
+def tiny_model(arch: str = "llama", seed: int = 0, **kw) -> torch.nn.Module:
+    """A randomly initialised causal LM in float32, eval mode, eager attention."""
+    torch.manual_seed(seed)
+    config = tiny_config(arch, **kw)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    # Random init gives near-uniform logits; scale up so greedy decoding is not a coin toss.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(3.0)
+    return model.float().eval()
