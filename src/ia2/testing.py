@@ -5,6 +5,8 @@ Used by the test suite and by benchmarks' smoke modes; never by real experiments
 
 from __future__ import annotations
 
+import string
+
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
@@ -14,12 +16,18 @@ SPECIALS = ["<pad>", "<bos>", "<eos>"]
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level tokenizer (256 byte tokens + pad/bos/eos) that adds <bos> like Gemma does."""
+    """A byte-level tokenizer (3 specials, 256 bytes, 62 space+alphanumeric merges) that adds
+    <bos> like Gemma does."""
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     vocab = {tok: i for i, tok in enumerate(SPECIALS)}
     for ch in sorted(alphabet):
         vocab[ch] = len(vocab)
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    # Space+alphanumeric merges, as real BPE vocabularies have: " positive" and " negative"
+    # then start with different tokens, so label words work as in real models.
+    merges = [("\u0120", ch) for ch in string.ascii_letters + string.digits]
+    for a, b in merges:
+        vocab[a + b] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
     from tokenizers.processors import TemplateProcessing
@@ -30,7 +38,7 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def tiny_config(arch: str = "llama", vocab_size: int = 259, layers: int = 2, hidden: int = 32):
+def tiny_config(arch: str = "llama", vocab_size: int = 321, layers: int = 2, hidden: int = 32):
     common = dict(vocab_size=vocab_size, pad_token_id=0, bos_token_id=1, eos_token_id=2)
     if arch == "gpt2":
         return AutoConfig.for_model(
