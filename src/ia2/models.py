@@ -19,8 +19,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from .errors import IA2Error
 from .paths import cache_dir
 
@@ -88,6 +86,7 @@ def _sha256(path: Path) -> str:
 
 
 def _convert(spec: EmbeddedModel) -> Path:
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target = converted_dir(spec.name)
@@ -157,13 +156,15 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
     return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
-def load_model(name: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32,
+def load_model(name: str = DEFAULT_MODEL, dtype=None,
                trust_remote_code: bool = False, attn_implementation: str | None = "eager"):
     """(model in eval mode, tokenizer). `model.ia2_fingerprint` identifies the weights for caches.
 
     Eager attention by default: exact on CPU, and what Gemma 3 recommends."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    dtype = dtype or torch.float32
     path, fingerprint = resolve(name)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)

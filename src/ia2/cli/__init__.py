@@ -14,11 +14,13 @@ from ..errors import IA2Error
 COMMANDS = ("models", "tasks", "data", "teach", "train", "eval", "run", "report", "merge")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, just that sub-command's module is imported (some import torch
+    and transformers, which take seconds: `ia2 tasks` should not wait for them)."""
     parser = argparse.ArgumentParser(prog="ia2", description="ICL Activation Alignment (IA2)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMANDS:
+    for name in COMMANDS if only is None else (only,):
         try:
             module = importlib.import_module(f".{name}", __name__)
         except ModuleNotFoundError as e:
@@ -30,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(first if first in COMMANDS else None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="ia2: %(levelname)s: %(message)s")
