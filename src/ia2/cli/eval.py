@@ -1,0 +1,89 @@
+"""`ia2 eval`: score the base model (zero-shot or ICL) or a trained adapter on a task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import IA2Error
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a model or adapter, with or without demonstrations")
+    p.add_argument("--model", default="gemma-3-270m")
+    p.add_argument("--adapter", help="a trained adapter directory (PEFT format)")
+    p.add_argument("--task", required=True)
+    p.add_argument("--icl", type=int, default=0, metavar="K",
+                   help="K demonstrations from the episode's held-out pool (0: none)")
+    p.add_argument("--sets", type=int, default=3, help="demonstration sets averaged (with --icl)")
+    p.add_argument("--demo-task", help="task the demonstrations come from (default: --task, or "
+                                       "the task it is an OOD target of)")
+    p.add_argument("--n", type=int, default=8, help="episode N (fixes the held-out demo pool)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=500, help="evaluation queries (default 500)")
+    p.add_argument("--preset", default="natural")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--data-dir")
+    p.add_argument("--out", default="runs", help="directory of the results store (results.sqlite)")
+    p.add_argument("--force", action="store_true", help="recompute even if stored")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=run)
+
+
+def _demo_spec(spec, name):
+    from ..tasks.registry import get_task, list_tasks
+
+    if name:
+        return get_task(name)
+    if not spec.eval_only:
+        return spec
+    sources = [t for t in list_tasks() if spec.name in t.ood]
+    if not sources:
+        raise IA2Error(f"task {spec.name} is evaluation-only: pass --demo-task")
+    return sources[0]
+
+
+def run(args) -> int:
+    from ..episodes import eval_set, make_episode
+    from ..evaluate.runner import EvalConfig, adapter_identity, evaluate_and_store
+    from ..models import load_model
+    from ..store import ResultsStore
+    from ..tasks.registry import get_task
+
+    spec = get_task(args.task)
+    config = EvalConfig(size=args.limit, icl_k=args.icl, icl_sets=args.sets,
+                        batch_size=args.batch_size, preset=args.preset)
+    queries = eval_set(spec, args.data_dir, args.limit)
+    demo_spec, demo_pool = None, ()
+    if args.icl:
+        demo_spec = _demo_spec(spec, args.demo_task)
+        demo_pool = make_episode(demo_spec, args.n, args.seed, args.data_dir).demo_pool
+    if args.adapter and not Path(args.adapter).is_dir():
+        raise IA2Error(f"adapter directory {args.adapter} does not exist")
+    adapter_id = adapter_identity(args.adapter)  # checks the directory before the model loads
+    model, tok = load_model(args.model)
+    if args.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, args.adapter).eval()
+        setting = "adapter_icl" if args.icl else "adapter"
+    else:
+        setting = "icl" if args.icl else "zero_shot"
+    identity = dict(model=model.ia2_fingerprint, adapter=adapter_id, method=None,
+                    task=(demo_spec or spec).name, n=args.n if args.icl else None,
+                    seed=args.seed if args.icl else None)
+    with ResultsStore(Path(args.out) / "results.sqlite") as store:
+        row = evaluate_and_store(store, model, tok, spec, queries, setting, config, identity,
+                                 demo_pool, demo_spec, args.seed, force=args.force)
+    metrics = {k: v for k, v in row["metrics"].items() if k != "per_set"}
+    if args.json:
+        print(json.dumps(dict(metrics, setting=setting, task=spec.name), indent=2, sort_keys=True))
+        return 0
+    print(f"{args.model}  {spec.name}  {setting}" + (f"  k={args.icl}×{args.sets} sets" if args.icl else ""))
+    for name in ("accuracy", "label_set_accuracy", "ece", "ece_equal_width", "mce", "brier", "nll",
+                 "exact_match", "parsed_rate", "n"):
+        if name in metrics:
+            std = metrics.get(f"{name}_std")
+            print(f"  {name:<20} {metrics[name]:.4f}" + (f" ± {std:.4f}" if std is not None else ""))
+    print(f"stored in {Path(args.out) / 'results.sqlite'}")
+    return 0
