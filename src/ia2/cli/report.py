@@ -1,0 +1,19 @@
+"""`ia2 report RUN_DIR`: tables and plots from a study's results store."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="write the markdown report (tables, plots) of a study")
+    p.add_argument("run_dir", help="the study's output directory (holds results.sqlite)")
+    p.add_argument("--out", help="markdown file to write (default RUN_DIR/report/REPORT.md)")
+    p.add_argument("--figures", help="directory for the PNGs (default: figures/ beside --out)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..report import write_report
+
+    path = write_report(args.run_dir, args.out, args.figures)
+    print(f"report: {path}")
+    return 0

@@ -1,0 +1,152 @@
+"""The experiment config: one YAML composing each stage's typed config.
+
+```yaml
+name: demo
+model: gemma-3-270m
+tasks:
+  - {task: sst2, ood: [finphrasebank, poem_sentiment], options: {min_words: 8}}
+methods: [sft, ia2, ia2->sft]
+baselines: [zero_shot, icl]
+n: [8]
+seeds: [0]
+lr: [1.0e-3]
+teacher: {site: attn, constrain_to_labels: true}   # ia2.teacher.collect.TeacherConfig
+adapter: {kind: lora, r: 8, alpha: 8}               # ia2.methods.adapters.AdapterConfig
+train: {epochs: 50, patience: 5}                     # ia2.methods.trainer.TrainConfig
+eval: {size: 500, icl_k: 8, icl_sets: 3}             # ia2.evaluate.runner.EvalConfig
+analysis: {asim: true, subspace: true}
+```
+Unknown keys are errors (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import IA2Error
+from .evaluate.runner import SETTINGS, EvalConfig
+from .methods.adapters import AdapterConfig
+from .methods.pipeline import METHODS
+from .methods.trainer import TrainConfig
+from .models import DEFAULT_MODEL
+from .teacher.collect import TeacherConfig
+
+BASELINES = ("zero_shot", "icl")
+
+
+@dataclass(frozen=True)
+class TaskEntry:
+    task: str
+    ood: tuple[str, ...] | None = None  # None: the task's own OOD list
+    options: dict = field(default_factory=dict)  # TaskSpec overrides, e.g. min_words
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    asim: bool = True  # activation similarity per layer, in distribution
+    asim_queries: int = 50
+    subspace: bool = True  # LoRA update-subspace overlap between methods
+
+
+@dataclass
+class ExperimentConfig:
+    name: str
+    tasks: tuple[TaskEntry, ...]
+    model: str = DEFAULT_MODEL
+    out: str | None = None  # default runs/<name>
+    data_dir: str | None = None
+    preset: str = "natural"
+    methods: tuple[str, ...] = ("sft", "ia2", "ia2->sft")
+    baselines: tuple[str, ...] = BASELINES
+    n: tuple[int, ...] = (8,)
+    seeds: tuple[int, ...] = (0,)
+    lr: tuple[float, ...] = (1e-4, 3e-4, 1e-3)
+    beta: tuple[float, ...] = (0.5,)  # ia2+sft only
+    sft_labels: str = "ground_truth"
+    alignment: str = "mse"
+    max_demos: int | None = None
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+
+    def __post_init__(self):
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise IA2Error(f"unknown method {bad[0]!r} (choose from {', '.join(METHODS)})")
+        bad = [b for b in self.baselines if b not in BASELINES]
+        if bad:
+            raise IA2Error(f"unknown baseline {bad[0]!r} (choose from {', '.join(BASELINES)})")
+        if not self.tasks or not self.n or not self.seeds or not self.lr:
+            raise IA2Error("experiment: tasks, n, seeds and lr must each name at least one value")
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out or Path("runs") / self.name)
+
+
+def _convert(tp, value, where: str):
+    """Coerce a YAML value to a field's annotated type (dataclasses, tuples, scalars)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _convert(args[0], value, where)
+    if origin is tuple:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return tuple(_convert(typing.get_args(tp)[0], v, where) for v in items)
+    if origin is list:
+        return list(value) if isinstance(value, (list, tuple)) else [value]
+    if tp is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:
+            return float(value)  # YAML reads 1e-3 (no dot) as a string
+        except ValueError:
+            raise IA2Error(f"{where}: expected a number, got {value!r}") from None
+    if tp in (int, bool, str) and not isinstance(value, tp):
+        raise IA2Error(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls, data, where: str = "config"):
+    if not isinstance(data, dict):
+        if cls is TaskEntry and isinstance(data, str):
+            return TaskEntry(data)
+        raise IA2Error(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise IA2Error(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
+    kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise IA2Error(f"{where}: {e}") from None
+
+
+def load_experiment(path) -> ExperimentConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise IA2Error(f"cannot read {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise IA2Error(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if isinstance(data, dict):
+        data.setdefault("name", path.stem)
+    return from_dict(ExperimentConfig, data, str(path))
+
+
+def dump(config) -> str:
+    return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
+
+
+__all__ = ["ExperimentConfig", "TaskEntry", "AnalysisConfig", "load_experiment", "dump", "SETTINGS"]

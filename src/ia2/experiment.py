@@ -1,0 +1,337 @@
+"""`ia2 run`: a whole study from one YAML — teacher signals, training, selection, evaluation.
+
+Work is split into groups that own everything they decide on, so `--shard i/n` can hand whole
+groups to different machines:
+- a baseline group: zero-shot for a task, or ICL for (task, N, seed), on the task and its OOD tasks;
+- a method group: (task, method, N) — every lr (and β) × seed is trained, the lr (β) with the
+  lowest mean dev loss over seeds is selected (never the evaluation set), and the selected
+  runs are evaluated in and out of distribution, then analysed.
+Everything is resumable: finished runs, stored evaluations, written analyses and cached teacher
+signals are skipped, so a killed study restarted recomputes nothing it had finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .config import ExperimentConfig, dump
+from .errors import IA2Error
+from .io import write_json, write_text
+
+log = logging.getLogger(__name__)
+
+
+def safe(name: str) -> str:
+    """A method or key as a file name: `ia2->sft` -> `ia2_then_sft`, `ia2+sft` -> `ia2_plus_sft`."""
+    return name.replace("->", "_then_").replace("+", "_plus_").replace("/", "-")
+
+
+@dataclass(frozen=True)
+class Group:
+    kind: str  # zero_shot | icl | method
+    task: str
+    method: str | None = None
+    n: int | None = None
+    seed: int | None = None
+
+    @property
+    def key(self) -> str:
+        return "/".join(str(p) for p in (self.kind, self.task, self.method, self.n, self.seed)
+                        if p is not None)
+
+
+@dataclass(frozen=True)
+class TrainUnit:
+    task: str
+    method: str
+    n: int
+    seed: int
+    lr: float
+    beta: float | None = None
+
+    def run_dir(self, out: Path) -> Path:
+        m = safe(self.method)
+        b = "" if self.beta is None else f"-b{self.beta:g}"
+        return out / "runs" / self.task / f"{m}-n{self.n}-s{self.seed}-lr{self.lr:g}{b}"
+
+
+def groups(config: ExperimentConfig) -> list[Group]:
+    out = []
+    for entry in config.tasks:
+        if "zero_shot" in config.baselines:
+            out.append(Group("zero_shot", entry.task))
+        for n in config.n:
+            if "icl" in config.baselines:
+                out += [Group("icl", entry.task, n=n, seed=s) for s in config.seeds]
+            out += [Group("method", entry.task, m, n) for m in config.methods]
+    return out
+
+
+def units(config: ExperimentConfig, group: Group) -> list[TrainUnit]:
+    betas = config.beta if group.method == "ia2+sft" else (None,)
+    return [TrainUnit(group.task, group.method, group.n, s, lr, b)
+            for lr in config.lr for b in betas for s in config.seeds]
+
+
+def shard(items: list[Group], index: int, count: int) -> list[Group]:
+    """A deterministic 1/count of the groups (by a stable hash of each group's key)."""
+    if not (count >= 1 and 0 <= index < count):
+        raise IA2Error(f"--shard {index}/{count}: need 0 <= i < n")
+    h = lambda g: int(hashlib.sha1(g.key.encode()).hexdigest(), 16)  # noqa: E731
+    return [g for g in items if h(g) % count == index]
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    if not text:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise IA2Error(f"--shard takes i/n (e.g. 0/4), not {text!r}") from None
+    return i, n
+
+
+class Study:
+    """Runs the groups of one experiment; holds the caches shared across them."""
+
+    def __init__(self, config: ExperimentConfig):
+        self.config = config
+        self.out = config.out_dir
+        self._teacher_done: set = set()
+
+    # --- inputs ------------------------------------------------------------------------------
+    def spec(self, name: str):
+        from .tasks.registry import get_task
+
+        entry = next((e for e in self.config.tasks if e.task == name), None)
+        return get_task(name, **(entry.options if entry else {}))
+
+    def eval_tasks(self, task: str) -> list[str]:
+        entry = next(e for e in self.config.tasks if e.task == task)
+        ood = entry.ood if entry.ood is not None else self.spec(task).ood
+        return [task, *ood]
+
+    @lru_cache(maxsize=64)
+    def episode(self, task: str, n: int, seed: int):
+        from .episodes import make_episode
+
+        return make_episode(self.spec(task), n, seed, self.config.data_dir,
+                            self.config.max_demos, self.config.eval.size)
+
+    @lru_cache(maxsize=32)
+    def queries(self, task: str):
+        from .episodes import eval_set
+
+        return eval_set(self.spec(task), self.config.data_dir, self.config.eval.size)
+
+    def model(self):
+        """A fresh base model: training attaches adapters in place, so each run gets its own."""
+        from .models import load_model
+
+        return load_model(self.config.model)
+
+    # --- baselines ---------------------------------------------------------------------------
+    def run_baseline(self, group: Group, store, bar) -> None:
+        from .evaluate.runner import evaluate_and_store
+
+        model, tok = None, None
+        source = self.spec(group.task)
+        for name in self.eval_tasks(group.task):
+            ident = dict(model=self.config.model, adapter=None, method=group.kind,
+                         task=group.task, n=group.n, seed=group.seed)
+            pool = self.episode(group.task, group.n, group.seed).demo_pool if group.n else ()
+            if model is None:
+                model, tok = self.model()
+            evaluate_and_store(store, model, tok, self.spec(name), self.queries(name), group.kind,
+                               self.eval_config(), ident, pool, source, group.seed or 0)
+            bar.update(1)
+
+    def eval_config(self):
+        return replace(self.config.eval, preset=self.config.preset)
+
+    # --- methods -----------------------------------------------------------------------------
+    def run_config(self, unit: TrainUnit):
+        from .methods.pipeline import RunConfig
+
+        return RunConfig(method=unit.method, labels=self.config.sft_labels,
+                         beta=unit.beta if unit.beta is not None else 0.5,
+                         alignment=self.config.alignment, preset=self.config.preset,
+                         adapter=self.config.adapter,
+                         train=replace(self.config.train, lr=unit.lr, seed=unit.seed,
+                                       progress=False))
+
+    def train(self, unit: TrainUnit):
+        from .episodes import episode_fingerprint
+        from .methods.pipeline import TrainingData, finished, needs_teacher, train_method
+        from .teacher.collect import teach_episode
+
+        config, out = self.run_config(unit), unit.run_dir(self.out)
+        if finished(out):
+            return None
+        spec, episode = self.spec(unit.task), self.episode(unit.task, unit.n, unit.seed)
+        model, tok = self.model()
+        if needs_teacher(config):
+            teacher = replace(self.config.teacher, preset=self.config.preset)
+            tset = teach_episode(model, tok, spec, episode, teacher, progress=False)
+            data = TrainingData.from_teacher_set(episode, tset)
+        else:
+            data = TrainingData(episode.train, episode.dev)
+        extra = {"model": self.config.model, "model_fingerprint": model.ia2_fingerprint,
+                 "task": unit.task, "n": unit.n, "seed": unit.seed,
+                 "episode": episode_fingerprint(episode)}
+        return train_method(model, tok, spec, data, config, out, extra=extra)
+
+    def select(self, group: Group) -> dict:
+        """The lr (and β) with the lowest mean dev loss over seeds, from the runs' curves."""
+        scores: dict[tuple, list[float]] = {}
+        for unit in units(self.config, group):
+            doc = json.loads((unit.run_dir(self.out) / "run.json").read_text())
+            last = list(doc["stages"].values())[-1]  # ia2->sft: the sft stage decides
+            scores.setdefault((unit.lr, unit.beta), []).append(float(last["best_dev_loss"]))
+        means = {k: sum(v) / len(v) for k, v in scores.items()}
+        lr, beta = min(means, key=lambda k: (means[k], k[0]))
+        doc = {"task": group.task, "method": group.method, "n": group.n, "lr": lr, "beta": beta,
+               "criterion": "mean over seeds of the final stage's best dev loss",
+               "candidates": [{"lr": k[0], "beta": k[1], "mean_dev_loss": v}
+                              for k, v in sorted(means.items(), key=lambda kv: kv[0][0])]}
+        path = self.selection_path(group)
+        if not path.is_file() or json.loads(path.read_text()) != doc:  # a rerun rewrites nothing
+            write_json(path, doc)
+        return doc
+
+    def selection_path(self, group: Group) -> Path:
+        return self.out / "selection" / f"{safe(group.key)}.json"
+
+    def run_method(self, group: Group, store, bar) -> None:
+        from .evaluate.runner import adapter_identity, evaluate_and_store
+
+        for unit in units(self.config, group):
+            self.train(unit)
+            bar.update(1)
+        chosen = self.select(group)
+        for seed in self.config.seeds:
+            unit = TrainUnit(group.task, group.method, group.n, seed, chosen["lr"], chosen["beta"])
+            adapter_dir = unit.run_dir(self.out) / "adapter"
+            ident = dict(model=self.config.model, adapter=adapter_identity(adapter_dir),
+                         method=group.method, task=group.task, n=group.n, seed=seed,
+                         lr=chosen["lr"], beta=chosen["beta"])
+            model = tok = None
+            for name in self.eval_tasks(group.task):
+                if model is None:
+                    model, tok = self._adapted(adapter_dir)
+                evaluate_and_store(store, model, tok, self.spec(name), self.queries(name),
+                                   "adapter", self.eval_config(), ident)
+                bar.update(1)
+            if self.config.analysis.asim and seed == self.config.seeds[0]:
+                self.asim(group, unit, adapter_dir)
+
+    def _adapted(self, adapter_dir: Path):
+        from peft import PeftModel
+
+        model, tok = self.model()
+        return PeftModel.from_pretrained(model, str(adapter_dir)).eval(), tok
+
+    # --- analyses ----------------------------------------------------------------------------
+    def asim(self, group: Group, unit: TrainUnit, adapter_dir: Path | None) -> None:
+        """Activation similarity of this run (and of the base model, once) to ICL."""
+        from .evaluate.analysis import activation_similarity
+        from .evaluate.runner import demo_sets
+
+        name = "base" if adapter_dir is None else group.method
+        path = self.out / "analysis" / "asim" / f"{group.task}-n{group.n}-s{unit.seed}-{safe(name)}.json"
+        if path.is_file():
+            return
+        spec, episode = self.spec(group.task), self.episode(group.task, group.n, unit.seed)
+        demos = demo_sets(episode.demo_pool, spec, self.config.eval.icl_k, 1, unit.seed)[0]
+        queries = self.queries(group.task)[: self.config.analysis.asim_queries]
+        model, tok = self._adapted(adapter_dir) if adapter_dir else self.model()
+        teacher = replace(self.config.teacher, preset=self.config.preset)
+        sims = activation_similarity(model, tok, spec, queries, demos, teacher)
+        write_json(path, {"task": group.task, "n": group.n, "seed": unit.seed, "model": name,
+                          "site": teacher.site, "queries": len(queries), "per_layer": sims})
+        if adapter_dir is not None:
+            self.asim(group, unit, None)
+
+    def subspace(self) -> None:
+        """Overlap of the selected LoRA adapters' update subspaces, per pair of methods."""
+        from itertools import combinations
+
+        from .evaluate.subspace import subspace_overlap
+
+        if self.config.adapter.kind != "lora":
+            return
+        for entry in self.config.tasks:
+            for n in self.config.n:
+                seed = self.config.seeds[0]
+                dirs = {}
+                for m in self.config.methods:
+                    sel = self.selection_path(Group("method", entry.task, m, n))
+                    if sel.is_file():
+                        s = json.loads(sel.read_text())
+                        dirs[m] = TrainUnit(entry.task, m, n, seed, s["lr"], s["beta"]).run_dir(self.out) / "adapter"
+                for a, b in combinations(sorted(dirs), 2):
+                    path = self.out / "analysis" / "subspace" / f"{entry.task}-n{n}-s{seed}-{safe(a)}-vs-{safe(b)}.json"
+                    if path.is_file():
+                        continue
+                    per = subspace_overlap(dirs[a], dirs[b])
+                    mean = lambda k: sum(v[k] for v in per.values()) / len(per)  # noqa: E731
+                    write_json(path, {"task": entry.task, "n": n, "seed": seed, "a": a, "b": b,
+                                      "overlap": mean("overlap"),
+                                      "random_expected": mean("random_expected"),
+                                      "random_empirical": mean("random_empirical"),
+                                      "modules": per})
+
+
+def cost(config: ExperimentConfig, work: list[Group]) -> dict:
+    """Counts of the study's work (what --dry-run prints)."""
+    evals = trains = 0
+    study = Study(config)
+    for g in work:
+        n_eval = len(study.eval_tasks(g.task))
+        if g.kind == "method":
+            trains += len(units(config, g))
+            evals += n_eval * len(config.seeds)
+        else:
+            evals += n_eval
+    episodes = {(g.task, g.n, s) for g in work if g.kind == "method" for s in config.seeds}
+    return {"groups": len(work), "teacher_episodes": len(episodes), "training_runs": trains,
+            "evaluations": evals}
+
+
+def run_study(config: ExperimentConfig, shard_spec: str | None = None, dry_run: bool = False,
+              progress: bool = True) -> Path:
+    from .store import ResultsStore
+
+    work = shard(groups(config), *parse_shard(shard_spec))
+    counts = cost(config, work)
+    if dry_run:
+        for g in work:
+            extra = f"  ({len(units(config, g))} training runs)" if g.kind == "method" else ""
+            print(f"{g.key}{extra}")
+        print("; ".join(f"{k}={v}" for k, v in counts.items()))
+        return config.out_dir
+    study = Study(config)
+    study.out.mkdir(parents=True, exist_ok=True)
+    write_text(study.out / "experiment.yaml", dump(config))
+    total = counts["training_runs"] + counts["evaluations"]
+    start = time.time()
+    with ResultsStore(study.out / "results.sqlite") as store, \
+            tqdm(total=total, desc=f"ia2 run {config.name}", unit="job", disable=not progress) as bar:
+        for g in work:
+            bar.set_postfix_str(g.key)
+            if g.kind == "method":
+                study.run_method(g, store, bar)
+            else:
+                study.run_baseline(g, store, bar)
+        if config.analysis.subspace:
+            study.subspace()
+    log.info("study %s finished in %.0f s", config.name, time.time() - start)
+    return study.out

@@ -1,0 +1,116 @@
+"""Tables from the results store: the paper's comparison, paired tests, the selected lrs."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+ORDER = ("zero_shot", "icl", "sft", "kd", "ia2", "ia2+sft", "ia2->sft", "sft->ia2")
+LABELS = {"zero_shot": "zero-shot", "icl": "ICL", "sft": "SFT", "kd": "KD", "ia2": "IA2",
+          "ia2+sft": "IA2+SFT", "ia2->sft": "IA2→SFT", "sft->ia2": "SFT→IA2"}
+
+
+def headline(row: dict) -> float | None:
+    """The accuracy a table shows: label-set accuracy (classification) or exact match."""
+    m = row["metrics"]
+    return m.get("label_set_accuracy", m.get("exact_match"))
+
+
+def collect(rows: list[dict]) -> dict:
+    """{(task, n): {eval_task: {method: {"acc": [...], "ece": [...], "seeds": [...]}}}}.
+
+    Zero-shot rows (no N) are shown under every N of their task."""
+    ns = defaultdict(set)
+    for r in rows:
+        if r["n"] is not None:
+            ns[r["task"]].add(r["n"])
+    out: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
+    for r in rows:
+        for n in ([r["n"]] if r["n"] is not None else sorted(ns[r["task"]]) or [None]):
+            cell = out[(r["task"], n)][r["eval_task"]][r["method"]]
+            cell["acc"].append(headline(r))
+            cell["ece"].append(r["metrics"].get("ece"))
+            cell["seeds"].append(r["seed"])
+    return out
+
+
+def _fmt(values: list, digits: int) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return f"{vals[0]:.{digits}f}"
+    return f"{np.mean(vals):.{digits}f} ± {np.std(vals, ddof=1):.{digits}f}"
+
+
+def comparison(data: dict, task: str, n) -> tuple[list[str], list[list[str]]]:
+    """Rows = methods, columns = evaluation tasks as `acc` and `ECE` (mean ± std over seeds)."""
+    evals = list(data[(task, n)])
+    evals.sort(key=lambda e: (e != task, e))
+    header = ["method"] + [f"{task}→{e} {k}" for e in evals for k in ("acc", "ECE")]
+    methods = {m for e in evals for m in data[(task, n)][e]}
+    body = []
+    for m in sorted(methods, key=lambda m: ORDER.index(m) if m in ORDER else 99):
+        row = [LABELS.get(m, m)]
+        for e in evals:
+            cell = data[(task, n)][e].get(m, {"acc": [], "ece": []})
+            row += [_fmt(cell["acc"], 3), _fmt(cell["ece"], 3)]
+        body.append(row)
+    return header, body
+
+
+def paired(data: dict, a: str = "ia2->sft", b: str = "sft") -> list[list[str]]:
+    """IA2→SFT vs SFT accuracy, paired by seed: mean difference and a paired t-test p-value."""
+    out = []
+    for (task, n), evals in sorted(data.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+        for e, methods in sorted(evals.items()):
+            if a not in methods or b not in methods:
+                continue
+            xa = dict(zip(methods[a]["seeds"], methods[a]["acc"]))
+            xb = dict(zip(methods[b]["seeds"], methods[b]["acc"]))
+            seeds = sorted(set(xa) & set(xb))
+            d = np.array([xa[s] - xb[s] for s in seeds])
+            if len(seeds) >= 2 and np.any(d != d[0]):
+                p = f"{stats.ttest_rel([xa[s] for s in seeds], [xb[s] for s in seeds]).pvalue:.3g}"
+            else:
+                p = "n/a (needs ≥2 seeds)" if len(seeds) < 2 else "n/a (constant difference)"
+            out.append([task, e, str(n), str(len(seeds)), f"{d.mean():+.3f}" if len(d) else "–", p])
+    return out
+
+
+def selections(run_dir: Path) -> list[list[str]]:
+    rows = []
+    for f in sorted((run_dir / "selection").glob("*.json")):
+        s = json.loads(f.read_text())
+        cands = ", ".join(f"{c['lr']:g}" + (f"/β{c['beta']:g}" if c["beta"] is not None else "")
+                          + f": {c['mean_dev_loss']:.4g}" for c in s["candidates"])
+        chosen = f"{s['lr']:g}" + (f" (β={s['beta']:g})" if s["beta"] is not None else "")
+        rows.append([s["task"], LABELS.get(s["method"], s["method"]), str(s["n"]), chosen, cands])
+    return rows
+
+
+def markdown(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def csv_text(header: list[str], body: list[list[str]]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    csv.writer(buf).writerows([header, *body])
+    return buf.getvalue()
+
+
+def latex(header: list[str], body: list[list[str]]) -> str:
+    esc = lambda s: s.replace("±", r"$\pm$").replace("→", r"$\to$").replace("_", r"\_")  # noqa: E731
+    lines = [r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
+             " & ".join(esc(h) for h in header) + r" \\", r"\midrule"]
+    lines += [" & ".join(esc(c) for c in r) + r" \\" for r in body]
+    return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
