@@ -80,9 +80,9 @@ class BoundObjective:
         self.sites = (activation_sites(model, objective.site, objective.layers)
                       if objective.uses_activations else [])
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        # IA2 alone needs no vocabulary projection: keep only the last position's logits
-        self.trim_logits = (not objective.uses_logits
-                            and "logits_to_keep" in inspect.signature(base.forward).parameters)
+        # The vocabulary projection is the costliest layer of a small model with a large
+        # vocabulary (Gemma 3: 262k); project only the positions a loss reads (IA2: just one).
+        self.trim_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
         # Under DDP every adapter weight the forward touches must get a gradient. IA2 alone never
         # reaches weights past the last site (e.g. IA3's scale on the last MLP), so the loss adds
         # 0 x the (last-position) logits: exact, and it gives those weights zero gradients.
@@ -91,9 +91,11 @@ class BoundObjective:
     def parts(self, model, batch: dict) -> dict[str, torch.Tensor]:
         obj = self.objective
         kw = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        if self.trim_logits:
-            kw["logits_to_keep"] = 1
         positions = batch["positions"] + self.offset
+        keep = None
+        if self.trim_logits:
+            keep = positions.unique() if obj.uses_logits else None  # sorted sequence indices
+            kw["logits_to_keep"] = keep if keep is not None else 1
         mask = batch["target_mask"]
         out: dict[str, torch.Tensor] = {}
         if obj.uses_activations:
@@ -111,7 +113,9 @@ class BoundObjective:
         if self.touch_outputs and not obj.uses_logits:
             out["outputs"] = result.logits.float().sum()
         if obj.uses_logits:
-            logits = losses.gather_positions(result.logits, positions)
+            # With trimmed logits, position p sits at its rank among the kept indices.
+            where = positions if keep is None else torch.searchsorted(keep, positions)
+            logits = losses.gather_positions(result.logits, where)
             if obj.loss == "kd":
                 out["kd"] = losses.kd_topk(logits, batch["topk_ids"], batch["topk_logprobs"], mask)
             else:

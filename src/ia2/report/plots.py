@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -94,6 +95,7 @@ def asim(files: list[Path], title: str, path: Path) -> Path | None:
         label = "base (no adapter)" if d["model"] == "base" else LABELS.get(d["model"], d["model"])
         ax.plot(range(len(d["per_layer"])), d["per_layer"], marker=".", label=label)
     ax.set_xlabel("layer")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("cosine similarity to ICL")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
