@@ -290,20 +290,36 @@ class Study:
                                       "modules": per})
 
 
+# Rough costs measured on gemma-3-270m with 2 CPU cores (demo config): for --dry-run only.
+SECONDS_PER_STEP = 1.2  # one optimizer step of batch 4 plus its share of dev evaluations
+SECONDS_PER_QUERY = 0.06  # one scored evaluation query (with or without a shared demo prefix)
+
+
 def cost(config: ExperimentConfig, work: list[Group]) -> dict:
-    """Counts of the study's work (what --dry-run prints)."""
-    evals = trains = 0
+    """What --dry-run prints: counts of the study's work, an upper bound on optimizer steps
+    (every run to its epoch limit) and a rough time from the constants above."""
+    from .methods.pipeline import RunConfig, stages
+
+    evals = trains = steps = queries = 0
     study = Study(config)
     for g in work:
         n_eval = len(study.eval_tasks(g.task))
+        sets = config.eval.icl_sets if g.kind == "icl" else 1
         if g.kind == "method":
-            trains += len(units(config, g))
+            runs = len(units(config, g))
+            per_epoch = -(-g.n // config.train.batch_size)
+            trains += runs
+            steps += runs * config.train.epochs * per_epoch * len(stages(RunConfig(method=g.method)))
             evals += n_eval * len(config.seeds)
+            queries += n_eval * len(config.seeds) * config.eval.size
         else:
             evals += n_eval
+            queries += n_eval * sets * config.eval.size
     episodes = {(g.task, g.n, s) for g in work if g.kind == "method" for s in config.seeds}
+    hours = (steps * SECONDS_PER_STEP + queries * SECONDS_PER_QUERY) / 3600
     return {"groups": len(work), "teacher_episodes": len(episodes), "training_runs": trains,
-            "evaluations": evals}
+            "evaluations": evals, "max_steps": steps, "eval_queries": queries,
+            "max_hours_gemma_cpu": round(hours, 1)}
 
 
 def run_study(config: ExperimentConfig, shard_spec: str | None = None, dry_run: bool = False,
