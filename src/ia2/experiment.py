@@ -105,7 +105,6 @@ class Study:
     def __init__(self, config: ExperimentConfig):
         self.config = config
         self.out = config.out_dir
-        self._teacher_done: set = set()
 
     # --- inputs ------------------------------------------------------------------------------
     def spec(self, name: str):

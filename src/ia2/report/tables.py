@@ -63,23 +63,48 @@ def comparison(data: dict, task: str, n) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-def paired(data: dict, a: str = "ia2->sft", b: str = "sft") -> list[list[str]]:
-    """IA2→SFT vs SFT accuracy, paired by seed: mean difference and a paired t-test p-value."""
+def paired(data: dict, a: str = "ia2->sft", b: str = "sft") -> list[dict]:
+    """`a` vs `b` paired by seed, per (task, N, eval task): mean differences of accuracy and ECE
+    and paired t-test p-values (None where fewer than 2 seeds or a constant difference)."""
     out = []
     for (task, n), evals in sorted(data.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
         for e, methods in sorted(evals.items()):
             if a not in methods or b not in methods:
                 continue
-            xa = dict(zip(methods[a]["seeds"], methods[a]["acc"]))
-            xb = dict(zip(methods[b]["seeds"], methods[b]["acc"]))
-            seeds = sorted(set(xa) & set(xb))
-            d = np.array([xa[s] - xb[s] for s in seeds])
-            if len(seeds) >= 2 and np.any(d != d[0]):
-                p = f"{stats.ttest_rel([xa[s] for s in seeds], [xb[s] for s in seeds]).pvalue:.3g}"
-            else:
-                p = "n/a (needs ≥2 seeds)" if len(seeds) < 2 else "n/a (constant difference)"
-            out.append([task, e, str(n), str(len(seeds)), f"{d.mean():+.3f}" if len(d) else "–", p])
+            row = {"task": task, "eval_task": e, "n": n}
+            for metric in ("acc", "ece"):
+                xa = dict(zip(methods[a]["seeds"], methods[a][metric]))
+                xb = dict(zip(methods[b]["seeds"], methods[b][metric]))
+                seeds = sorted(s for s in set(xa) & set(xb) if xa[s] is not None and xb[s] is not None)
+                d = np.array([xa[s] - xb[s] for s in seeds])
+                p = None
+                if len(seeds) >= 2 and np.ptp(d) > 1e-12:  # no t statistic for a constant difference
+                    p = float(stats.ttest_rel([xa[s] for s in seeds], [xb[s] for s in seeds]).pvalue)
+                row.update({"seeds": len(seeds), f"d_{metric}": float(d.mean()) if len(d) else None,
+                            f"p_{metric}": p})
+            out.append(row)
     return out
+
+
+def paired_rows(tests: list[dict]) -> list[list[str]]:
+    f = lambda v, fmt: "–" if v is None else format(v, fmt)  # noqa: E731
+    return [[t["task"], t["eval_task"], str(t["n"]), str(t["seeds"]), f(t["d_acc"], "+.3f"),
+             f(t["p_acc"], ".3g"), f(t["d_ece"], "+.3f"), f(t["p_ece"], ".3g")] for t in tests]
+
+
+def verdicts(tests: list[dict], alpha: float = 0.05) -> list[str]:
+    """Plain sentences: where IA2→SFT beats SFT (higher accuracy, lower ECE) and where not."""
+    lines = []
+    for t in tests:
+        if t["d_acc"] is None:
+            continue
+        acc = "higher" if t["d_acc"] > 0 else "lower" if t["d_acc"] < 0 else "equal"
+        ece = "lower (better)" if (t["d_ece"] or 0) < 0 else "higher (worse)"
+        sig = lambda p: "" if p is None else (" (p = %.3g%s)" % (p, "" if p < alpha else ", not significant"))  # noqa: E731
+        lines.append(f"- {t['task']}→{t['eval_task']}, N = {t['n']}, {t['seeds']} seed(s): IA2→SFT "
+                     f"accuracy {acc} than SFT by {abs(t['d_acc']):.3f}{sig(t['p_acc'])}; ECE {ece} "
+                     f"by {abs(t['d_ece'] or 0):.3f}{sig(t['p_ece'])}.")
+    return lines
 
 
 def selections(run_dir: Path) -> list[list[str]]:
