@@ -7,7 +7,7 @@ def register(sub) -> None:
     p = sub.add_parser("report", help="write the markdown report (tables, plots) of a study")
     p.add_argument("run_dir", help="the study's output directory (holds results.sqlite)")
     p.add_argument("--out", help="markdown file to write (default RUN_DIR/report/REPORT.md)")
-    p.add_argument("--figures", help="directory for the PNGs (default: figures/ beside --out)")
+    p.add_argument("--figures", help="directory for the PNGs and tables/ (CSV, LaTeX); default: figures/ beside --out")
     p.set_defaults(func=run)
 
 

@@ -43,8 +43,8 @@ def write_report(run_dir, md_path=None, fig_dir=None) -> Path:
         header, body = tables.comparison(data, task, n)
         stem = f"{task}-n{n}"
         out += [f"## {task}, N = {n}", "", tables.markdown(header, body), ""]
-        write_text(md_path.parent / "tables" / f"{stem}.csv", tables.csv_text(header, body))
-        write_text(md_path.parent / "tables" / f"{stem}.tex", tables.latex(header, body))
+        write_text(fig_dir / "tables" / f"{stem}.csv", tables.csv_text(header, body))
+        write_text(fig_dir / "tables" / f"{stem}.tex", tables.latex(header, body))
         for e in sorted({r["eval_task"] for r in rows if r["task"] == task}):
             mine = [r for r in rows if r["task"] == task and r["eval_task"] == e
                     and (r["n"] in (n, None))]
