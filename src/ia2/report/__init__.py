@@ -38,6 +38,18 @@ def write_report(run_dir, md_path=None, fig_dir=None) -> Path:
            "ECE = 15 equal-mass bins on the label-set confidence. Trained adapters are evaluated "
            "without demonstrations; ICL is the base model with k demonstrations from the held-out "
            "pool, averaged over demonstration sets. mean ± std over seeds.", ""]
+    exp = run_dir / "experiment.yaml"
+    if exp.is_file():
+        import yaml
+
+        c = yaml.safe_load(exp.read_text())
+        pools = "; ".join(f"{t['task']}: " + (", ".join(f"{k}={v}" for k, v in t["options"].items())
+                                               or "the whole training split") for t in c["tasks"])
+        out += [f"Study `{c['name']}`: model {c['model']}; methods {', '.join(c['methods'])}; "
+                f"N ∈ {c['n']}; seeds {c['seeds']}; lr grid {c['lr']}; {c['eval']['size']} "
+                f"evaluation queries per task; ICL {c['eval']['icl_k']} demonstrations × "
+                f"{c['eval']['icl_sets']} sets; teacher site {c['teacher']['site']}. "
+                f"Training and demonstration pools: {pools}.", ""]
     sel = tables.selections(run_dir)
     for (task, n) in sorted(data, key=lambda k: (k[0], k[1] or 0)):
         header, body = tables.comparison(data, task, n)
