@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from .errors import IA2Error
-from .evaluate.runner import SETTINGS, EvalConfig
+from .evaluate.runner import EvalConfig
 from .methods.adapters import AdapterConfig
 from .methods.pipeline import METHODS
 from .methods.trainer import TrainConfig
@@ -149,4 +149,4 @@ def dump(config) -> str:
     return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
 
 
-__all__ = ["ExperimentConfig", "TaskEntry", "AnalysisConfig", "load_experiment", "dump", "SETTINGS"]
+__all__ = ["ExperimentConfig", "TaskEntry", "AnalysisConfig", "load_experiment", "dump"]

@@ -20,12 +20,11 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import IA2Error
+from ..store import SETTINGS
 from ..tasks.spec import Example, TaskSpec
-from .classify import score_classification  # noqa: F401  (re-exported for callers)
 from .generate import evaluate_generation
 from .icl import evaluate_classification
 
-SETTINGS = ("zero_shot", "icl", "adapter", "adapter_icl")
 
 
 @dataclass(frozen=True)
