@@ -15,9 +15,12 @@ ARCHITECTURES = ("llama", "qwen2", "gpt2", "gemma3_text")
 SPECIALS = ["<pad>", "<bos>", "<eos>"]
 
 
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
+def tiny_tokenizer(regex: bool = False, extra_merges=()) -> PreTrainedTokenizerFast:
     """A byte-level tokenizer (3 specials, 256 bytes, 62 space+alphanumeric merges) that adds
-    <bos> like Gemma does."""
+    <bos> like Gemma does. `regex=True` splits text with GPT-2's pattern and merges "\\n\\n"
+    as SmolLM2's does (a trailing blank line is one token, a blank line before text two);
+    `extra_merges` (pairs of byte-level symbols) add merges after those. Both change the
+    vocabulary's size: for tokenization tests, not for models."""
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     vocab = {tok: i for i, tok in enumerate(SPECIALS)}
     for ch in sorted(alphabet):
@@ -25,10 +28,12 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     # Space+alphanumeric merges, as real BPE vocabularies have: " positive" and " negative"
     # then start with different tokens, so label words work as in real models.
     merges = [("\u0120", ch) for ch in string.ascii_letters + string.digits]
+    merges += [("\u010a", "\u010a")] if regex else []
+    merges += list(extra_merges)
     for a, b in merges:
         vocab[a + b] = len(vocab)
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=regex)
     tok.decoder = decoders.ByteLevel()
     from tokenizers.processors import TemplateProcessing
 

@@ -19,7 +19,8 @@ def test_registry_names():
     ("#### -5", "-5"),
     ("#### 12.0", "12"),
     ("so x = 3 and 4 \\boxed{42} done", "42"),
-    ("\\boxed{1} then \\boxed{2}", "2"),
+    ("\\boxed{1} then \\boxed{2}", "1"),  # the answer given first
+    ("x\n#### 4\nQuestion: y\nAnswer: z\n#### 9", "4"),  # not an invented follow-up's
     ("The answer is $18.", "18"),
     ("I think the answer is: -3.25 and not 7", "-3.25"),
     ("costs 5 dollars, then 6, total 11.", "11"),
@@ -64,7 +65,7 @@ def test_boxed_nested_and_variants():
     (r"so $\boxed{\frac{1}{2}}$.", r"\frac{1}{2}"),
     (r"\boxed{\dfrac{3}{4}}", r"\frac{3}{4}"),
     (r"\boxed{\tfrac{3}{4}}", r"\frac{3}{4}"),
-    (r"first \boxed{1}, finally \boxed{\left( 2, 3 \right)}", "(2,3)"),
+    (r"first \boxed{\left( 2, 3 \right)}, then \boxed{1}", "(2,3)"),  # the answer given first
     (r"\boxed{90^\circ}", "90"),
     (r"\boxed{90^{\circ}}", "90"),
     (r"\boxed{\$ 5.}", "5"),
@@ -103,7 +104,7 @@ def test_math_gold_with_boxed_solution():
 @pytest.mark.parametrize("text,expected", [
     ("Plants need light.\n#### Photosynthesis!", "photosynthesis"),
     ("#### (B) The Mantle.", "b the mantle"),
-    ("#### a\n#### C", "c"),
+    ("#### a\n#### C", "a"),  # the answer given first
     ("####   Kinetic   energy  \nmore text", "kinetic energy"),
     ("no marker", None),
     ("#### ...", None),

@@ -48,16 +48,19 @@ def test_templates_render_as_documented():
     ex = Example({"text": "great fun"}, 1, "u:1")
     sst2 = get_task("sst2")
     assert render_demo(sst2, ex) == "Review: great fun\nSentiment: positive\n\n"
-    assert render_demo(sst2, ex, "paper") == "Text: great fun\nLabel: 1\n\n"
+    # the paper preset is the authors' text exactly: no spaces, the answer follows at once
+    assert render_demo(sst2, ex, "paper") == "Text:great fun\nLabel:1\n\n"
     mc = Example({"question": "Q?", "choices": "a\nb\nc\nd"}, 2, "u:2")
     assert render_demo(get_task("sciq"), mc) == "Question: Q?\nA. a\nB. b\nC. c\nD. d\nAnswer: C\n\n"
-    assert render_query(get_task("sciq"), mc, "paper") == "Question: Q?\n0. a\n1. b\n2. c\n3. d\nAnswer: "
+    assert render_query(get_task("sciq"), mc, "paper") == "Question: Q?\n0. a\n1. b\n2. c\n3. d\nAnswer:"
     math = Example({"problem": "1+1?"}, "2", "u:3", "It is $\\boxed{2}$.")
     assert render_demo(get_task("math_algebra"), math) == "Problem: 1+1?\nSolution: It is $\\boxed{2}$.\n\n"
-    assert render_query(get_task("math_algebra"), math, "paper") == "Question: 1+1?\nAnswer:"
+    assert render_query(get_task("math_algebra"), math, "paper") == "Question:1+1?\nAnswer:"
+    assert render_demo(get_task("gsm8k"), Example({"question": "Q"}, "2", "u:5", "1+1=2\n#### 2"),
+                       "paper") == "Question:Q\nAnswer:1+1=2\n#### 2\n\n"
     sq = Example({"question": "Is it?"}, 1, "u:4")
     assert render_demo(get_task("strategyqa"), sq) == "Question: Is it?\nAnswer: yes\n\n"
-    assert render_demo(get_task("strategyqa"), sq, "paper") == "Text: Is it?\nLabel: 1\n\n"
+    assert render_demo(get_task("strategyqa"), sq, "paper") == "Text:Is it?\nLabel:1\n\n"
 
 
 def test_overrides_and_unknown_names():
@@ -76,8 +79,6 @@ def test_overrides_and_unknown_names():
 def test_label_words_have_distinct_first_tokens(spec, preset):
     ids = label_token_ids(tiny_tokenizer(), spec, preset)
     assert len(set(ids)) == len(spec.labels)
-    # ...and a space inside the answer would have broken the integer words of the paper preset
-    # for tokenizers that keep digits apart from spaces; the preset puts it in the query.
     assert spec.template(preset).answer == (" {answer}" if preset == "natural" else "{answer}")
 
 

@@ -65,19 +65,20 @@ def boxed_contents(text: str) -> list[str]:
 # ---------------------------------------------------------------------------------------- GSM8K
 
 def parse_gsm8k(text: str) -> str | None:
-    """`#### n`, else the last `\\boxed{}`, else "the answer is n", else the last number."""
-    hashes = text.split("####")
-    if len(hashes) > 1:
-        m = _NUM_RE.search(hashes[-1])
+    """The first `#### n`, else the first `\\boxed{}`, else the first "the answer is n", else the
+    last number. The first marked answer is the one the model gave: what follows it (a new
+    question the model went on to invent) is not its answer."""
+    for part in text.split("####")[1:]:
+        m = _NUM_RE.search(part)
         if m:
             return _canonical_number(m.group(0))
-    for box in reversed(boxed_contents(text)):
+    for box in boxed_contents(text):
         nums = _NUM_RE.findall(box)
         if nums:
             return _canonical_number(nums[-1])
     said = re.findall(r"answer is\s*:?\s*(" + _NUM + ")", text, flags=re.IGNORECASE)
     if said:
-        return _canonical_number(said[-1])
+        return _canonical_number(said[0])
     nums = _NUM_RE.findall(text)
     return _canonical_number(nums[-1]) if nums else None
 
@@ -122,9 +123,9 @@ def normalize_math(answer: str) -> str | None:
 
 
 def parse_math(text: str) -> str | None:
-    """The last `\\boxed{...}` (or `\\fbox{}`, `\\boxed x`) in the text, normalised; else None."""
+    """The first `\\boxed{...}` (or `\\fbox{}`, `\\boxed x`) in the text, normalised; else None."""
     boxes = boxed_contents(text)
-    return normalize_math(boxes[-1]) if boxes else None
+    return normalize_math(boxes[0]) if boxes else None
 
 
 # ----------------------------------------------------------------------------------------- SciQ
@@ -138,10 +139,10 @@ def normalize_sciq(answer: str) -> str | None:
 
 
 def parse_sciq(text: str) -> str | None:
-    """The text after the last `####` (up to the end of that line), lowercased, no punctuation."""
+    """The text after the first `####` (up to the end of that line), lowercased, no punctuation."""
     if "####" not in text:
         return None
-    tail = text.split("####")[-1].strip().split("\n")[0]
+    tail = text.split("####")[1].strip().split("\n")[0]
     return normalize_sciq(tail)
 
 

@@ -23,7 +23,8 @@ from . import loaders
 from .spec import Example, Source, TaskSpec, Template
 
 SPLITS = ("train", "eval")
-PAPER_TEXT = "Text: {text}\nLabel:"
+PAPER_TEXT = "Text:{text}\nLabel:"  # the authors' text: no spaces, the answer follows at once
+PAPER_QUESTION = "Question:{question}\nAnswer:"
 QUESTION = "Question: {question}\nAnswer:"
 MC = "Question: {question}\n{choices}\nAnswer:"
 SENTIMENT = "Review: {text}\nSentiment:"  # shared by the three sentiment tasks (OOD sees it too)
@@ -34,18 +35,16 @@ AGNEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
 def _classification(name, description, source, natural, labels, words, paper=PAPER_TEXT, **kw):
     return TaskSpec(
         name=name, kind="classification", description=description, source=source,
-        # Gemma's and SmolLM2's tokenizers split " 0" into " " + "0", so the integer label words
-        # would share a first token; the space ends the query instead (same rendered text).
-        templates={"natural": Template(natural), "paper": Template(paper + " ", answer="{answer}")},
+        templates={"natural": Template(natural), "paper": Template(paper, answer="{answer}")},
         labels=labels, verbalizers={"natural": words, "paper": tuple(map(str, range(len(labels))))},
         **kw)
 
 
 def _generation(name, description, source, parser, max_new_tokens, natural=QUESTION,
-                paper=QUESTION, **kw):
+                paper=PAPER_QUESTION, **kw):
     return TaskSpec(
         name=name, kind="generation", description=description, source=source,
-        templates={"natural": Template(natural), "paper": Template(paper)},
+        templates={"natural": Template(natural), "paper": Template(paper, answer="{answer}")},
         parser=parser, max_new_tokens=max_new_tokens, **kw)
 
 
@@ -91,7 +90,7 @@ def _builtin() -> dict[str, TaskSpec]:
             Source("strategyqa", {"train": "strategyqa/train.json", "eval": "strategyqa/dev.json"},
                    "wics/strategy-qa", None, {"hub_splits": {"train": "test", "eval": "test"},
                                               "carve_eval": 229}),
-            QUESTION, ("false", "true"), ("no", "yes"), paper="Text: {question}\nLabel:"),
+            QUESTION, ("false", "true"), ("no", "yes"), paper="Text:{question}\nLabel:"),
         _classification(
             "sciq", "SciQ science questions, 4-way multiple choice (options shuffled per example)",
             Source("sciq", {"train": "sciq/train.jsonl", "eval": "sciq/test.jsonl"},
@@ -117,7 +116,7 @@ def _builtin() -> dict[str, TaskSpec]:
             Source("math", {"train": "math_algebra/train.jsonl", "eval": "math_algebra/test.jsonl"},
                    "EleutherAI/hendrycks_math", "algebra"),
             "math", 400, natural="Problem: {problem}\nSolution:",
-            paper="Question: {problem}\nAnswer:",
+            paper="Question:{problem}\nAnswer:",
             stop=("\n\nProblem:", "\n\nQuestion:")),  # solutions contain blank lines
         _generation(
             "sciq_gen", "SciQ as generation: support passage, then '#### <answer>'",
