@@ -41,8 +41,9 @@ def _uids(examples):
 
 
 @pytest.mark.parametrize("n", [2, 3, 7, 12, 30])
-def test_contract(three_way, n):
-    ep = make_episode(three_way, n, seed=1)
+@pytest.mark.parametrize("balanced", [False, True])
+def test_contract(three_way, n, balanced):
+    ep = make_episode(three_way, n, seed=1, balanced=balanced)
     n_dev = max(1, min(DEV_MAX, n // 2))
     assert (ep.task, ep.n, ep.seed) == ("three", n, 1)
     assert (len(ep.train), len(ep.dev)) == (n, n_dev)
@@ -50,13 +51,13 @@ def test_contract(three_way, n):
     assert len(train) == n and len(dev) == n_dev and len(pool) == len(ep.demo_pool)
     assert not train & dev and not train & pool and not dev & pool
     assert len(pool) == min(256, 60 - n - n_dev)  # the rest of the training pool
-    counts = Counter(ex.label for ex in ep.train)
-    assert max(counts.values()) - min(counts.get(c, 0) for c in range(3)) <= 1  # balanced
+    if balanced:
+        counts = Counter(ex.label for ex in ep.train)
+        assert max(counts.values()) - min(counts.get(c, 0) for c in range(3)) <= 1
     assert len(ep.demos_for_train) == n and len(ep.demos_for_dev) == n_dev
     for i, demos in enumerate(ep.demos_for_train):
         assert sorted(demos) == [j for j in range(n) if j != i]
-    for demos in ep.demos_for_dev:
-        assert sorted(demos) == list(range(n))
+    assert ep.demos_for_dev == ep.demos_for_train[:n_dev]  # the authors' dev prompts
     assert len(ep.eval) == 40 and len(set(_uids(ep.eval))) == 40
 
 
@@ -124,11 +125,24 @@ def test_sst2_episode_on_shared_data():
         root = data_dir()
     except IA2Error as e:
         pytest.skip(f"no benchmark data: {e}")
-    ep = make_episode("sst2", 16, seed=0, data_dir=root)
+    ep = make_episode("sst2", 16, seed=0, data_dir=root, balanced=True)
     assert Counter(ex.label for ex in ep.train) == {0: 8, 1: 8}
+    drawn = make_episode("sst2", 16, seed=0, data_dir=root)  # at random, the paper's way
+    assert Counter(ex.label for ex in drawn.train) != {0: 8, 1: 8} or drawn.train != ep.train
     assert len(ep.dev) == 8 and len(ep.eval) == 500 and len(ep.demo_pool) == 256
     assert all(ex.uid.startswith("sst2/train.tsv:") for ex in ep.train + ep.dev + ep.demo_pool)
     assert all(ex.uid.startswith("sst2/validation.tsv:") for ex in ep.eval)
     long = make_episode(get_task("sst2", min_words=8), 16, seed=0, data_dir=root)
     assert all(len(ex.inputs["text"].split()) >= 8 for ex in long.train + long.dev + long.demo_pool)
     assert long.eval == ep.eval
+
+
+def test_default_draw_is_at_random(skewed):
+    """The paper samples train and dev at random: on a 4:1:1 pool the draw follows the pool,
+    where a balanced draw would force equal classes."""
+    counts = Counter()
+    for seed in range(20):
+        counts.update(ex.label for ex in make_episode(skewed, 6, seed=seed).train)
+    assert counts[0] > 2 * counts[1] and counts[0] > 2 * counts[2]
+    assert all(Counter(ex.label for ex in make_episode(skewed, 6, seed=s, balanced=True).train)
+               == {0: 2, 1: 2, 2: 2} for s in range(5))

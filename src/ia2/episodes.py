@@ -1,12 +1,13 @@
 """Episodes: the reproducible split of a task into train / dev / demonstration pool / eval.
 
 CONTRACT (implemented by `make_episode`):
-- `train`: N examples (class-balanced for classification when `balanced`), drawn from the task's
-  training pool with `seed`.
+- `train`: N examples drawn at random from the task's training pool with `seed` (the paper's
+  way; class-balanced for classification when `balanced`).
 - `dev`: min(48, N // 2) examples (the paper), at least 1, disjoint from train.
 - `demos_for_train[i]`: indices into `train` of the demonstrations for train example i: the other
   N-1 train examples in a seeded order, capped by `max_demos`.
-- `demos_for_dev[j]`: indices into `train`: all train examples in a seeded order, capped.
+- `demos_for_dev[j]`: the demonstrations of train example j (`demos_for_train[j]`), as the
+  authors' code gives dev example j.
 - `demo_pool`: examples for ICL evaluation demonstrations, disjoint from train and dev.
 - `eval`: the evaluation set: the first `eval_size` (the paper: 500) of the eval split after a
   fixed shuffle that does not depend on `seed`, so every seed is scored on the same queries.
@@ -75,7 +76,7 @@ def _draw(pool: list[Example], available: list[int], k: int, rng: random.Random,
 
 def make_episode(spec: TaskSpec | str, n: int, seed: int, data_dir=None,
                  max_demos: int | None = None, eval_size: int | None = 500,
-                 balanced: bool = True, source: str = "local") -> Episode:
+                 balanced: bool = False, source: str = "local") -> Episode:
     """Split a task into train / dev / demo pool / eval as the module docstring's contract says."""
     if isinstance(spec, str):
         spec = get_task(spec)
@@ -109,11 +110,7 @@ def make_episode(spec: TaskSpec | str, n: int, seed: int, data_dir=None,
         others = [j for j in range(n) if j != i]
         order.shuffle(others)
         demos_for_train.append(tuple(others[:cap]))
-    demos_for_dev = []
-    for _ in range(n_dev):
-        everyone = list(range(n))
-        order.shuffle(everyone)
-        demos_for_dev.append(tuple(everyone[:cap]))
+    demos_for_dev = demos_for_train[:n_dev]  # n_dev <= N // 2
     return Episode(
         task=spec.name, n=n, seed=seed,
         train=tuple(pool[i] for i in train), dev=tuple(pool[i] for i in dev),
