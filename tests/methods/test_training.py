@@ -157,3 +157,46 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, kind):
     assert [s for s, _ in r_resumed.dev_curve] == [s for s, _ in r_whole.dev_curve]
     assert [v for _, v in r_resumed.dev_curve] == pytest.approx([v for _, v in r_whole.dev_curve])
     assert r_resumed.best_step == r_whole.best_step
+
+
+class GradNorms(TrainerCallback):
+    """The adapter's gradient norm as the optimizer is about to step (after any clipping)."""
+
+    def __init__(self):
+        self.norms = []
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+        grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+        self.norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+
+def test_gradients_are_not_clipped_unless_asked(ia2_data, tmp_path):
+    """The paper's code never clips; IA2's loss is summed over layers, so clipping could bind."""
+    from ia2.methods.trainer import training_arguments
+
+    assert training_arguments(TrainConfig(), tmp_path / "args").max_grad_norm == 0  # off
+    train, dev, _ = ia2_data
+
+    def norms(clip):
+        seen = GradNorms()
+        cfg = TrainConfig(lr=1e-3, epochs=1, max_grad_norm=clip, **QUIET)
+        train_stage(_fresh(), Objective("ia2"), train, dev, Collator(0), cfg, tmp_path / str(clip),
+                    callbacks=[seen])
+        return seen.norms
+
+    free = norms(None)
+    clip = min(free) / 2
+    clipped = norms(clip)
+    assert len(clipped) == len(free) and max(clipped) <= clip * 1.0001 < min(free)
+
+
+def test_restore_best_off_keeps_the_last_state(tmp_path):
+    """The authors' code ends with the last weights; `restore_best=False` reproduces that."""
+    train, dev = _conflicting_sft_data()
+    model, snaps = _fresh(), Snapshots()
+    cfg = TrainConfig(lr=0.1, epochs=5, patience=100, restore_best=False, **QUIET)
+    r = train_stage(model, Objective("sft"), train, dev, Collator(0), cfg, tmp_path, callbacks=[snaps])
+    last = r.dev_curve[-1][0]
+    assert r.best_step != last  # the best state was earlier, and is not what the model holds
+    final = _state(model)
+    assert all(torch.equal(final[n], snaps.at[last][n]) for n in final)
