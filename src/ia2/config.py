@@ -32,6 +32,7 @@ import yaml
 from .errors import IA2Error
 from .evaluate.runner import EvalConfig
 from .methods.adapters import AdapterConfig
+from .methods.losses import KD_MODES
 from .methods.pipeline import METHODS
 from .methods.trainer import TrainConfig
 from .models import DEFAULT_MODEL
@@ -70,6 +71,7 @@ class ExperimentConfig:
     beta: tuple[float, ...] = (0.5,)  # ia2+sft only
     sft_labels: str = "ground_truth"
     alignment: str = "mse"
+    kd: str = "full"  # kd's teacher distribution: full (exact KL) or topk
     max_demos: int | None = None
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
@@ -84,6 +86,8 @@ class ExperimentConfig:
         bad = [b for b in self.baselines if b not in BASELINES]
         if bad:
             raise IA2Error(f"unknown baseline {bad[0]!r} (choose from {', '.join(BASELINES)})")
+        if self.kd not in KD_MODES:
+            raise IA2Error(f"unknown kd {self.kd!r} (choose from {', '.join(KD_MODES)})")
         if not self.tasks or not self.n or not self.seeds or not self.lr:
             raise IA2Error("experiment: tasks, n, seeds and lr must each name at least one value")
 

@@ -58,11 +58,30 @@ def test_collator_pads_and_masks():
     assert torch.equal(b["topk_logprobs"][1, 0, :2], sig[1].topk_logprobs[0])
 
 
+def test_collator_carries_the_full_distribution_in_its_stored_dtype():
+    ex = examples(2)
+    sig = _signals([3, 1])
+    for s in sig:
+        s.logprobs = torch.log_softmax(torch.randn(s.length, 50), -1).half()
+    items = build_items(TOK, SPEC, ex, sig, "icl", full=True)
+    assert items[0].topk_ids is None and torch.equal(items[1].logprobs, sig[1].logprobs)
+    b = Collator(pad_id=0)(items)
+    assert "topk_ids" not in b and b["teacher_logprobs"].shape == (2, 3, 50)
+    assert b["teacher_logprobs"].dtype == torch.float16
+    assert torch.equal(b["teacher_logprobs"][0], sig[0].logprobs)
+    assert torch.equal(b["teacher_logprobs"][1, :1], sig[1].logprobs)
+    assert torch.equal(b["teacher_logprobs"][1, 1:], torch.zeros(2, 50, dtype=torch.float16))
+    sig[1].logprobs = sig[1].logprobs[:, :40]
+    with pytest.raises(IA2Error, match="vocabulary size"):
+        build_items(TOK, SPEC, ex, sig, "icl", full=True)
+
+
 @pytest.mark.parametrize("case,message", [
     ("count", "2 examples but 1 teacher signals"),
     ("length", "expected 2 aligned positions"),
     ("empty", "empty icl target"),
     ("no_topk", "no top-k"),
+    ("no_full", "no full distribution; kd=full needs the teacher collected with full_distribution"),
     ("layers", "disagree"),
 ])
 def test_bad_signals_fail_with_one_clear_error(case, message):
@@ -78,9 +97,12 @@ def test_bad_signals_fail_with_one_clear_error(case, message):
     elif case == "no_topk":
         sig[0].topk_ids = None
         kw = {"topk": True}
+    elif case == "no_full":
+        kw = {"full": True}
     elif case == "layers":
         sig[1].activations = torch.randn(3, 2, 4)
-    with pytest.raises(IA2Error, match=message):
+    with pytest.raises(IA2Error, match=message) as err:
         build_items(TOK, SPEC, ex, sig, "icl", **kw)
+    assert "\n" not in str(err.value)
     with pytest.raises(IA2Error, match="unknown target"):
         build_items(TOK, SPEC, ex, sig, "gold")

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from methods_helpers import examples, reference_teacher, teacher_data, tiny_spec
+from methods_helpers import examples, reference_teacher, tiny_spec
 
 from ia2.methods import losses
 from ia2.methods.adapters import AdapterConfig, attach
@@ -77,6 +77,52 @@ def test_kd_with_full_vocabulary_is_the_exact_kl():
     assert losses.kd_topk(teacher, ids, t_logp, mask).item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_kd_full_matches_kl_div_and_ignores_padding():
+    logits = torch.randn(2, 3, 6)
+    teacher = torch.log_softmax(torch.randn(2, 3, 6), -1)
+    teacher[0, 1, 4] = float("-inf")  # a token the teacher rules out: no mass, no NaN
+    teacher[0, 1] = torch.log_softmax(teacher[0, 1], -1)
+    teacher[1, 1] = float("nan")  # garbage at padding
+    teacher[1, 2] = float("inf")
+    lengths = [3, 1]
+    expected = []
+    for b, n in enumerate(lengths):
+        per = []
+        for t in range(n):
+            q_log = torch.log_softmax(logits[b, t].double(), -1)
+            p = teacher[b, t].double().exp()
+            per.append(sum(p[v].item() * (math.log(p[v].item()) - q_log[v].item())
+                           for v in range(6) if p[v] > 0))
+        expected.append(sum(per) / n)
+    got = losses.kd_full(logits, teacher, _mask(lengths, 3))
+    assert torch.isfinite(got)
+    assert got.item() == pytest.approx(sum(expected) / 2, rel=1e-5)
+    # the same KL as torch's kl_div (batchmean per example: every position real)
+    ref = F.kl_div(torch.log_softmax(logits[:1], -1), teacher[:1].exp(), reduction="none").sum(-1)
+    full = losses.kd_full(logits[:1], teacher[:1], torch.ones(1, 3, dtype=torch.bool))
+    assert full.item() == pytest.approx(torch.nan_to_num(ref).mean().item(), rel=1e-5)
+    # gradients flow to the student only at real positions, and stay finite
+    x = logits.clone().requires_grad_()
+    losses.kd_full(x, teacher, _mask(lengths, 3)).backward()
+    assert torch.isfinite(x.grad).all() and torch.count_nonzero(x.grad[1, 1:]) == 0
+
+
+def test_kd_full_is_zero_at_the_teacher_and_renormalises_rounded_storage():
+    teacher_logits = torch.randn(2, 2, 50) * 3
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        stored = torch.log_softmax(teacher_logits, -1).to(dtype)  # rounding: mass != 1 exactly
+        got = losses.kd_full(stored.float(), stored, torch.ones(2, 2, dtype=torch.bool))
+        assert got.item() == pytest.approx(0.0, abs=1e-6), dtype
+    student = torch.randn(2, 2, 50)
+    ids = torch.arange(50).expand(2, 2, 50)
+    t_logp = torch.log_softmax(teacher_logits, -1)
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    assert losses.kd_full(student, t_logp, mask).item() == pytest.approx(
+        losses.kd_topk(student, ids, t_logp, mask).item(), rel=1e-5)  # top-k with K = V
+    with pytest.raises(ValueError, match="vocabulary"):
+        losses.kd_full(student[..., :49], t_logp, mask)
+
+
 def _hand_alignment(s, t, lengths, per_vector):
     total = 0.0
     for b, n in enumerate(lengths):
@@ -131,14 +177,28 @@ def test_ia2_sft_mixes_with_beta():
 # --- on a tiny model: the batched, padded objective equals unpadded per-example forwards ---
 
 
+def full_teacher(model, tok, spec, exs, steps, topk=4):
+    """The reference teacher with its whole distribution: top-k over all V, scattered back."""
+    out = []
+    for ex in exs:
+        s = reference_teacher(model, tok, spec, ex, examples(3, start=200), steps, topk=len(tok))
+        s.logprobs = torch.empty_like(s.topk_logprobs).scatter_(-1, s.topk_ids, s.topk_logprobs)
+        s.topk_ids, s.topk_logprobs = s.topk_ids[:, :topk], s.topk_logprobs[:, :topk]
+        out.append(s)
+    return out
+
+
 @pytest.fixture(scope="module")
 def setup():
     tok, spec = tiny_tokenizer(), tiny_spec()
     model = tiny_model("llama")
-    train, sig, _, _ = teacher_data(model, tok, spec, n_train=3, n_dev=1, steps=3)
+    assert len(tok) == model.config.vocab_size
+    train = examples(3)
+    sig = full_teacher(model, tok, spec, train, steps=3)
     # different lengths so the batch has padding
-    sig[1].response_ids, sig[1].activations = sig[1].response_ids[:1], sig[1].activations[:, :1]
-    sig[1].topk_ids, sig[1].topk_logprobs = sig[1].topk_ids[:1], sig[1].topk_logprobs[:1]
+    s = sig[1]
+    s.response_ids, s.activations = s.response_ids[:1], s.activations[:, :1]
+    s.topk_ids, s.topk_logprobs, s.logprobs = s.topk_ids[:1], s.topk_logprobs[:1], s.logprobs[:1]
     return tok, spec, model, train, sig
 
 
@@ -165,9 +225,9 @@ def test_objectives_on_tiny_model_equal_hand_computation(setup, adapter):
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.1)
-    items = build_items(tok, spec, train, sig, "icl", activations=True, topk=True)
+    items = build_items(tok, spec, train, sig, "icl", activations=True, topk=True, full=True)
     batch = Collator(0)(items)
-    hand = {"ia2": [], "sft": [], "kd": []}
+    hand = {"ia2": [], "sft": [], "kd": [], "kd_full": []}
     for it in items:
         acts, logits = _per_example(model, it, offset)
         hand["ia2"].append(sum(sum(_mse(acts[layer, k].tolist(), it.activations[layer, k].tolist())
@@ -180,13 +240,18 @@ def test_objectives_on_tiny_model_equal_hand_computation(setup, adapter):
             p = torch.softmax(it.topk_logprobs[k], -1).tolist()
             kd.append(sum(pk * (math.log(pk) - logp[k, i].item()) for pk, i in zip(p, it.topk_ids[k].tolist())))
         hand["kd"].append(sum(kd) / len(kd))
+        full = [sum(math.exp(lp) * (lp - logp[k, v].item()) for v, lp in enumerate(it.logprobs[k].tolist()))
+                for k in range(len(it.target_ids))]
+        hand["kd_full"].append(sum(full) / len(full))
     expected = {k: sum(v) / len(v) for k, v in hand.items()}
     expected["ia2+sft"] = 0.7 * expected["ia2"] + 0.3 * expected["sft"]
-    assert expected["ia2"] > 0
-    for loss in ("ia2", "sft", "kd", "ia2+sft"):
+    assert expected["ia2"] > 0 and expected["kd_full"] > 0 and expected["kd"] > 0
+    assert abs(expected["kd_full"] - expected["kd"]) > 1e-3  # so each branch is told apart
+    for loss, kd, key in (("ia2", "full", "ia2"), ("sft", "full", "sft"), ("kd", "topk", "kd"),
+                          ("kd", "full", "kd_full"), ("ia2+sft", "full", "ia2+sft")):
         with torch.no_grad():
-            got = BoundObjective(model, Objective(loss, beta=0.3))(model, batch)
-        assert got.item() == pytest.approx(expected[loss], rel=1e-4), loss
+            got = BoundObjective(model, Objective(loss, beta=0.3, kd=kd))(model, batch)
+        assert got.item() == pytest.approx(expected[key], rel=1e-4), key
 
 
 def test_ia2_loss_is_zero_when_student_sees_the_demonstrations(setup):

@@ -6,12 +6,12 @@ import json
 import pytest
 import torch
 import yaml
-from methods_helpers import teacher_data, tiny_spec
+from methods_helpers import examples, reference_teacher, tiny_spec
 from peft import PeftModel
 from transformers import TrainerCallback
 
 from ia2.errors import IA2Error
-from ia2.methods import pipeline
+from ia2.methods import losses, pipeline
 from ia2.methods.adapters import AdapterConfig
 from ia2.methods.pipeline import METHODS, RunConfig, TrainingData, stages, train_method
 from ia2.methods.trainer import TrainConfig
@@ -20,10 +20,22 @@ from ia2.testing import tiny_model, tiny_tokenizer
 TOK, SPEC = tiny_tokenizer(), tiny_spec()
 
 
+def _full_teacher(model, exs, steps=2, topk=4):
+    """methods_helpers' reference teacher with its whole distribution (top-k over all V)."""
+    out = []
+    for ex in exs:
+        s = reference_teacher(model, TOK, SPEC, ex, examples(3, start=200), steps, topk=len(TOK))
+        s.logprobs = torch.empty_like(s.topk_logprobs).scatter_(-1, s.topk_ids, s.topk_logprobs)
+        s.topk_ids, s.topk_logprobs = s.topk_ids[:, :topk], s.topk_logprobs[:, :topk]
+        out.append(s)
+    return out
+
+
 @pytest.fixture(scope="module")
 def data():
-    train, st, dev, sd = teacher_data(tiny_model("llama"), TOK, SPEC, n_train=8, n_dev=4, steps=2)
-    return TrainingData(train, dev, st, sd, teacher={"key": "abc123", "config": {}})
+    model, train, dev = tiny_model("llama"), examples(8), examples(4, start=100)
+    return TrainingData(train, dev, _full_teacher(model, train), _full_teacher(model, dev),
+                        teacher={"key": "abc123", "config": {}})
 
 
 def _cfg(method, **kw):
@@ -148,3 +160,140 @@ def test_teacher_collected_with_another_prompt_preset_is_refused(data, tmp_path)
                          teacher={"key": "k", "config": {"preset": "paper"}})
     with pytest.raises(IA2Error, match="preset 'paper'"):
         train_method(tiny_model("llama"), TOK, SPEC, other, _cfg("ia2"), tmp_path)
+
+
+@pytest.mark.parametrize("kd", ["full", "topk"])
+def test_kd_trains_on_the_chosen_teacher_distribution(kd, data, tmp_path, monkeypatch):
+    calls = []
+    for name in ("kd_full", "kd_topk"):
+        real = getattr(losses, name)
+        monkeypatch.setattr(losses, name, lambda *a, _n=name, _r=real: calls.append(_n) or _r(*a))
+    cfg = _cfg("kd", kd=kd)
+    cfg.train.eval_steps, cfg.train.epochs = 1, 3
+    result = train_method(tiny_model("llama"), TOK, SPEC, data, cfg, tmp_path / "run")
+    assert set(calls) == {f"kd_{kd}"}
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["kd"] == kd
+    # the dev loss before training, computed independently on the base model (LoRA's B is zero)
+    base = tiny_model("llama")
+    before = []
+    for ex, sig in zip(data.dev, data.dev_signals):
+        from ia2.tasks.prompts import encode_prompt
+
+        q = encode_prompt(TOK, SPEC, ex, ()).ids
+        ids = q + sig.response_ids.tolist()[:-1]
+        with torch.no_grad():
+            logp = torch.log_softmax(base(input_ids=torch.tensor([ids])).logits[0, len(q) - 1:], -1)
+        if kd == "full":
+            p = sig.logprobs.exp()
+            kl = (p * (sig.logprobs - logp)).sum(-1)
+        else:
+            p_log = torch.log_softmax(sig.topk_logprobs, -1)
+            kl = (p_log.exp() * (p_log - logp.gather(-1, sig.topk_ids))).sum(-1)
+        before.append(kl.mean().item())
+    stage = result.stages["1-kd"]
+    assert stage["best_dev_loss"] < stage["dev"][0][1] < sum(before) / len(before)  # it learns
+
+
+def test_full_kd_on_a_topk_only_teacher_is_one_clear_error(data, tmp_path):
+    for s in data.train_signals[:1]:
+        s.logprobs, kept = None, s.logprobs
+    try:
+        with pytest.raises(IA2Error, match="collect the teacher with full_distribution") as err:
+            train_method(tiny_model("llama"), TOK, SPEC, data, _cfg("kd"), tmp_path / "run")
+        assert "\n" not in str(err.value) and not (tmp_path / "run" / "config.yaml").exists()
+        # the cheap option needs no full distribution; methods other than kd never look at it
+        train_method(tiny_model("llama"), TOK, SPEC, data, _cfg("kd", kd="topk"), tmp_path / "topk")
+        with pytest.raises(IA2Error, match="unknown kd"):
+            RunConfig(method="kd", kd="all")
+    finally:
+        data.train_signals[0].logprobs = kept
+
+
+def _has_sst2() -> bool:
+    try:
+        from ia2.paths import data_dir
+
+        return (data_dir() / "sst2" / "train.tsv").is_file()
+    except Exception:
+        return False
+
+
+@pytest.fixture()
+def tiny_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("IA2_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "tiny"
+    tiny_model("llama").save_pretrained(path)
+    TOK.save_pretrained(path)
+    return path
+
+
+@pytest.mark.skipif(not _has_sst2(), reason="needs the SST-2 files of the shared data directory")
+def test_train_and_teach_commands_collect_the_full_distribution_for_kd(tiny_checkpoint, tmp_path,
+                                                                       capsys):
+    from safetensors.torch import load_file
+
+    from ia2.cli import main
+
+    common = ["--model", str(tiny_checkpoint), "--task", "sst2", "--n", "4", "--seed", "1",
+              "--max-demos", "1", "--no-progress"]
+    train = ["train", *common, "--method", "kd", "--lr", "1e-2", "--epochs", "1"]
+    teachers = {}
+    for kd in ("full", "topk"):
+        assert main([*train, "--kd", kd, "--out", str(tmp_path / kd)]) == 0
+        teachers[kd] = json.loads((tmp_path / kd / "teacher.json").read_text())
+        assert yaml.safe_load((tmp_path / kd / "config.yaml").read_text())["kd"] == kd
+    assert teachers["full"]["config"]["full_distribution"] is True
+    assert teachers["topk"]["config"]["full_distribution"] is False
+    assert teachers["full"]["key"] != teachers["topk"]["key"]
+    shard = load_file(f"{teachers['full']['path']}/shard-00000.safetensors")
+    lp = shard["train.0.logprobs"]
+    assert lp.shape == (shard["train.0.response_ids"].numel(), len(TOK)) and lp.dtype == torch.float16
+    # `ia2 teach --full-distribution` finds that same entry in the cache
+    capsys.readouterr()
+    assert main(["teach", *common, "--full-distribution"]) == 0
+    printed = capsys.readouterr().out
+    assert f"cache: {teachers['full']['path']} " in printed and ": cached" in printed
+
+
+def test_study_teacher_has_the_full_distribution_only_when_it_trains_full_kd(monkeypatch, tmp_path):
+    from ia2 import experiment
+    from ia2.config import ExperimentConfig, TaskEntry
+    from ia2.episodes import Episode
+    from ia2.teacher import collect
+
+    train, dev = tuple(examples(4)), tuple(examples(2, start=100))
+    episode = Episode("tiny", 4, 0, train, dev, (), (), tuple((1,) for _ in train),
+                      tuple((0,) for _ in dev))
+
+    def model():
+        m = tiny_model("llama")
+        m.ia2_fingerprint = "tiny"
+        return m, TOK
+
+    seen = []
+    real = collect.teach_episode
+
+    def spy(model, tok, spec, ep, config, **kw):
+        seen.append(config.full_distribution)
+        return real(model, tok, spec, ep, config, cache_root=tmp_path / "cache", progress=False)
+
+    monkeypatch.setattr(collect, "teach_episode", spy)
+    for methods, kd, expected in ((("ia2", "kd"), "full", [True, True]),
+                                  (("ia2", "kd"), "topk", [False, False]),
+                                  (("ia2",), "full", [False])):
+        config = ExperimentConfig(name="t", tasks=(TaskEntry("tiny"),), methods=methods, kd=kd,
+                                  out=str(tmp_path / f"{kd}-{len(methods)}"),
+                                  train=TrainConfig(epochs=1, progress=False))
+        study = experiment.Study(config)
+        monkeypatch.setattr(study, "spec", lambda name: SPEC)
+        monkeypatch.setattr(study, "episode", lambda *a: episode)
+        monkeypatch.setattr(study, "model", model)
+        seen.clear()
+        for m in methods:
+            unit = experiment.TrainUnit("tiny", m, 4, 0, 1e-2)
+            assert study.run_config(unit).kd == kd
+            result = study.train(unit)
+            assert result.trained
+        assert seen == expected, (methods, kd)
+    with pytest.raises(IA2Error, match="unknown kd"):
+        ExperimentConfig(name="t", tasks=(TaskEntry("tiny"),), kd="exact")

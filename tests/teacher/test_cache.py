@@ -151,6 +151,7 @@ def test_key_changes_with_every_field():
         "G": _key(model, tok, dataclasses.replace(CFG, max_new_tokens=4)),
         "stop": _key(model, tok, dataclasses.replace(CFG, stop=("\n",))),
         "topk": _key(model, tok, dataclasses.replace(CFG, topk=5)),
+        "full": _key(model, tok, dataclasses.replace(CFG, full_distribution=True)),
         "dtype": _key(model, tok, dataclasses.replace(CFG, dtype="bf16")),
         "preset": _key(model, tok, dataclasses.replace(CFG, preset="paper")),
         "labels": _key(model, tok, dataclasses.replace(CFG, constrain_to_labels=True), label_ids=[3, 4]),
@@ -161,6 +162,32 @@ def test_key_changes_with_every_field():
         "weights": _key(tiny_model("llama", seed=1), tok),
     }
     assert base not in variants.values() and len(set(variants.values())) == len(variants)
+
+
+def test_full_distribution_field_round_trips_and_only_keys_entries_that_hold_it(setup, monkeypatch):
+    model, tok, root = setup
+    ep = _episode()
+    plain = teach_episode(model, tok, SPEC, ep, CFG, cache_root=root, progress=False)
+    full_cfg = dataclasses.replace(CFG, full_distribution=True)
+    full = teach_episode(model, tok, SPEC, ep, full_cfg, cache_root=root, progress=False)
+    assert full.key != plain.key and full.computed == 7
+    fields = json.loads((full.path / "manifest.json").read_text())["fields"]
+    assert fields["full_distribution"] is True
+    assert "full_distribution" not in json.loads((plain.path / "manifest.json").read_text())["fields"]
+    # what was stored: [T, V] in the storage dtype, the same responses as without it
+    V = len(tok)
+    for a, b in zip(plain.train + plain.dev, full.train + full.dev):
+        assert a.logprobs is None and b.logprobs.shape == (b.length, V)
+        assert b.logprobs.dtype == torch.float16
+        assert a.response_ids.tolist() == b.response_ids.tolist()
+        torch.testing.assert_close(b.logprobs.float().topk(4).values, b.topk_logprobs,
+                                   rtol=0, atol=2e-2)  # fp16 rounding of log-probs near -5
+    tensors = load_file(full.path / "shard-00000.safetensors")
+    assert torch.equal(tensors["train.0.logprobs"], full.train[0].logprobs)
+    monkeypatch.setattr(collect, "teach", lambda *a, **k: pytest.fail("recomputed"))
+    again = teach_episode(model, tok, SPEC, ep, full_cfg, cache_root=root, progress=False)
+    assert again.computed == 0
+    assert all(torch.equal(x.logprobs, y.logprobs) for x, y in zip(again.train, full.train))
 
 
 def test_model_fingerprint():

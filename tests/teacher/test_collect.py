@@ -45,6 +45,60 @@ def test_matches_naive_reference(arch, site):
         torch.testing.assert_close(sig.topk_logprobs, top_lp, rtol=0, atol=1e-4)
 
 
+def _naive_full(model, tok, prompt, steps, **kw):
+    """The naive teacher's whole log_softmax per step: its top-k over all V, scattered back."""
+    ids, acts, top_ids, top_lp = naive_teacher(model, tok, prompt, steps, topk=len(tok), **kw)
+    return ids, acts, torch.empty_like(top_lp).scatter_(-1, top_ids, top_lp)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
+def test_full_distribution_matches_naive_log_softmax(arch):
+    model, tok = _model(arch), tiny_tokenizer()
+    prompts = _prompts(tok)
+    free = teach(model, tok, prompts, TeacherConfig(max_new_tokens=8, stop=(), topk=0), eos=[])
+    eos_tok = int(free[0].response_ids[2])  # row 0 ends early: rows of different lengths
+    cfg = TeacherConfig(max_new_tokens=8, stop=(), topk=0, full_distribution=True, dtype="fp32",
+                        batch_size=3)
+    got = teach(model, tok, prompts, cfg, eos=[eos_tok])
+    lengths = []
+    for p, sig in zip(prompts, got):
+        ids, _, logp = _naive_full(model, tok, p, 8, eos=[eos_tok])
+        assert sig.response_ids.tolist() == ids.tolist() and sig.topk_ids is None
+        assert sig.logprobs.dtype == torch.float32 and sig.logprobs.shape == (len(ids), len(tok))
+        torch.testing.assert_close(sig.logprobs, logp, rtol=0, atol=1e-4)
+        lengths.append(sig.length)
+    assert lengths[0] <= 3 and max(lengths) == 8
+    # fp16 storage: the same numbers rounded, top-k alongside unchanged
+    half = teach(model, tok, prompts[1:2], TeacherConfig(**{**cfg.__dict__, "dtype": "fp16",
+                                                            "topk": 5}), eos=[eos_tok])[0]
+    ref = got[1]
+    assert half.logprobs.dtype == torch.float16
+    torch.testing.assert_close(half.logprobs.float(), ref.logprobs, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(half.topk_logprobs, ref.logprobs.topk(5).values, rtol=0, atol=1e-4)
+    # off by default: nothing of size V is kept
+    assert all(s.logprobs is None for s in free)
+
+
+def test_full_distribution_is_kept_only_for_rows_still_generating(monkeypatch):
+    """A finished row's later steps are padding: they must never be stored (memory)."""
+    model, tok = _model("llama"), tiny_tokenizer()
+    prompts = _prompts(tok)
+    free = teach(model, tok, prompts, TeacherConfig(max_new_tokens=8, stop=(), topk=0), eos=[])
+    eos_tok = int(free[0].response_ids[1])
+    kept = []
+    real_stack = torch.stack
+
+    def spy(tensors, *a, **k):
+        if tensors and tensors[0].dim() == 1 and tensors[0].shape[0] == len(tok):
+            kept.append(len(tensors))
+        return real_stack(tensors, *a, **k)
+
+    monkeypatch.setattr(torch, "stack", spy)
+    cfg = TeacherConfig(max_new_tokens=8, stop=(), topk=0, full_distribution=True, batch_size=3)
+    got = teach(model, tok, prompts, cfg, eos=[eos_tok])
+    assert sorted(kept) == sorted(s.length for s in got) == [2, 8, 8]
+
+
 def test_selected_layers_and_mlp_site():
     model, tok = _model("qwen2"), tiny_tokenizer()
     p = _prompts(tok)[:1]

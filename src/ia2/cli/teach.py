@@ -25,8 +25,11 @@ def register(sub) -> None:
     p.add_argument("--layers", default=None, help="comma-separated layer indices (default: all)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="response budget G (default: the task's)")
     p.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16",
-                   help="storage dtype of the activations (default fp16)")
+                   help="storage dtype of the activations and full log-probs (default fp16)")
     p.add_argument("--topk", type=int, default=20, help="teacher top-k log-probs kept (default 20)")
+    p.add_argument("--full-distribution", action="store_true",
+                   help="also keep the full next-token log-probs (V per aligned position, in "
+                        "--dtype; needed by `ia2 train --method kd --kd full`)")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per forward (default 8)")
     p.add_argument("--preset", default="natural", help="prompt template preset (default natural)")
     p.add_argument("--constrain-to-labels", action="store_true",
@@ -54,7 +57,8 @@ def run(args) -> int:
     config = TeacherConfig(
         site=args.site, layers=_layers(args.layers) if args.layers else None,
         max_new_tokens=args.max_new_tokens, topk=args.topk, batch_size=args.batch_size,
-        dtype=args.dtype, constrain_to_labels=args.constrain_to_labels, preset=args.preset)
+        dtype=args.dtype, constrain_to_labels=args.constrain_to_labels, preset=args.preset,
+        full_distribution=args.full_distribution)
     spec = get_task(args.task)
     episode = make_episode(spec, args.n, args.seed, data_dir=args.data_dir, max_demos=args.max_demos)
     model, tokenizer = load_model(args.model)

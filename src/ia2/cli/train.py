@@ -5,7 +5,7 @@ Runs the same under `torchrun --nproc_per_node K` (data parallel; the global bat
 from __future__ import annotations
 
 from ..methods.adapters import ADAPTERS, AdapterConfig
-from ..methods.losses import ALIGNMENTS
+from ..methods.losses import ALIGNMENTS, KD_MODES
 from ..methods.pipeline import METHODS, RunConfig, run_episode
 from ..methods.trainer import TrainConfig
 from ..models import DEFAULT_MODEL
@@ -25,6 +25,9 @@ def register(sub) -> None:
     p.add_argument("--labels", choices=("ground_truth", "icl"), default="ground_truth",
                    help="sft's targets: gold answers or the teacher's ICL responses")
     p.add_argument("--alignment", choices=ALIGNMENTS, default="mse", help="IA2 distance")
+    p.add_argument("--kd", choices=KD_MODES, default="full",
+                   help="kd's teacher distribution: full vocabulary (exact KL; the teacher is "
+                        "collected with it) or the cached top-k (default full)")
     p.add_argument("--adapter", choices=ADAPTERS, default="lora")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank (alpha follows it)")
     p.add_argument("--epochs", type=int, default=50, help="epoch limit (default 50)")
@@ -41,7 +44,7 @@ def register(sub) -> None:
 def config_from_args(args) -> RunConfig:
     return RunConfig(
         method=args.method, labels=args.labels, beta=args.beta, alignment=args.alignment,
-        sft_lr=args.sft_lr,
+        sft_lr=args.sft_lr, kd=args.kd,
         adapter=AdapterConfig(kind=args.adapter, r=args.rank, alpha=args.rank),
         train=TrainConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
                           patience=args.patience, seed=args.seed, progress=not args.no_progress),

@@ -29,18 +29,20 @@ class Item:
     start: int  # first aligned position
     target_ids: list[int]  # [T]
     activations: torch.Tensor | None = None  # [L, T, H] teacher's, for ia2
-    topk_ids: torch.Tensor | None = None  # [T, K], for kd
+    topk_ids: torch.Tensor | None = None  # [T, K], for kd with the top-k
     topk_logprobs: torch.Tensor | None = None
+    logprobs: torch.Tensor | None = None  # [T, V], for kd with the full distribution
 
 
 def build_items(tokenizer, spec: TaskSpec, examples: Sequence[Example],
                 signals: Sequence[TeacherSignals] | None = None, target: Target = "icl",
-                activations: bool = False, topk: bool = False, preset: str = "natural") -> list[Item]:
+                activations: bool = False, topk: bool = False, preset: str = "natural",
+                full: bool = False) -> list[Item]:
     """One item per example. `target="icl"` trains on the teacher's response (signals needed);
-    `activations` / `topk` attach the teacher's tensors for IA2 / KD."""
+    `activations` / `topk` / `full` attach the teacher's tensors for IA2 / top-k KD / full KD."""
     if target not in ("ground_truth", "icl"):
         raise IA2Error(f"unknown target {target!r} (choose ground_truth or icl)")
-    needs_signals = target == "icl" or activations or topk
+    needs_signals = target == "icl" or activations or topk or full
     if needs_signals and (signals is None or len(signals) != len(examples)):
         got = "none" if signals is None else len(signals)
         raise IA2Error(f"{spec.name}: {len(examples)} examples but {got} teacher signals")
@@ -63,7 +65,15 @@ def build_items(tokenizer, spec: TaskSpec, examples: Sequence[Example],
                                "kd needs a teacher cache collected with top-k")
             item.topk_ids = _checked(sig.topk_ids, 2, ex.uid, "topk_ids", len(tgt))
             item.topk_logprobs = _checked(sig.topk_logprobs, 2, ex.uid, "topk_logprobs", len(tgt))
+        if full:
+            if sig.logprobs is None:
+                raise IA2Error(f"teacher signals for {ex.uid} hold no full distribution; kd=full needs "
+                               "the teacher collected with full_distribution (ia2 teach "
+                               "--full-distribution), or use kd=topk")
+            item.logprobs = _checked(sig.logprobs, 2, ex.uid, "logprobs", len(tgt))
         items.append(item)
+    if full and len({it.logprobs.shape[1] for it in items}) > 1:
+        raise IA2Error(f"{spec.name}: teacher distributions disagree in vocabulary size")
     if activations:
         shapes = {(it.activations.shape[0], it.activations.shape[2]) for it in items}
         if len(shapes) > 1:
@@ -95,7 +105,8 @@ class Collator:
     """Right-pads a list of items into a batch.
 
     input_ids, attention_mask [B, S]; positions, target_ids, target_mask [B, T];
-    teacher_activations [B, L, T, H] (zeros at padding); topk_ids, topk_logprobs [B, T, K].
+    teacher_activations [B, L, T, H] (zeros at padding); topk_ids, topk_logprobs [B, T, K];
+    teacher_logprobs [B, T, V] in the stored dtype (zeros at padding: uniform, finite, masked).
     No `labels` key: the Trainer would otherwise rescale losses by token counts.
     """
 
@@ -137,4 +148,10 @@ class Collator:
                 logp[i, :n, :] = float("-inf")
                 logp[i, :n, :kk] = it.topk_logprobs.float()
             batch["topk_ids"], batch["topk_logprobs"] = ids, logp
+        if items[0].logprobs is not None:
+            vocab, dtype = items[0].logprobs.shape[1], items[0].logprobs.dtype
+            full = torch.zeros(b, t, vocab, dtype=dtype)
+            for i, it in enumerate(items):
+                full[i, : it.logprobs.shape[0]] = it.logprobs
+            batch["teacher_logprobs"] = full
         return batch

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 ALIGNMENTS = ("mse", "cosine", "layernorm_mse")
+KD_MODES = ("full", "topk")  # exact full-vocabulary KL (default), or the cached top-k
 
 
 def gather_positions(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -33,6 +34,25 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tenso
     return _per_example_mean(nll, mask).mean()
 
 
+def kd_full(logits: torch.Tensor, teacher_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KD: KL(p_teacher || q_student) over the whole vocabulary; logits, teacher_logprobs [B, T, V].
+
+    sum_v p_v (log p_v - log q_v) at each aligned position, temperature 1. The teacher's stored
+    log-probs are renormalised (log_softmax) first: a no-op in fp32, and in fp16/bf16 it makes the
+    rounded distribution sum to one, so the loss is >= 0 and exactly 0 when q = p.
+    """
+    if logits.shape[-1] != teacher_logprobs.shape[-1]:
+        raise ValueError(f"student vocabulary {logits.shape[-1]} != teacher's {teacher_logprobs.shape[-1]}")
+    # padding may hold anything: a uniform stand-in keeps values and gradients finite there
+    real = mask.bool().unsqueeze(-1)
+    p_log = torch.log_softmax(torch.where(real, teacher_logprobs.float(), 0.0), dim=-1)
+    q_log = torch.log_softmax(logits.float(), dim=-1)
+    p = p_log.exp()
+    # tokens the teacher rules out (p = 0, log p = -inf) contribute exactly nothing
+    kl = torch.where(p > 0, p * (p_log - q_log), torch.zeros_like(p)).sum(-1)
+    return _per_example_mean(kl, mask).mean()
+
+
 def kd_topk(logits: torch.Tensor, topk_ids: torch.Tensor, topk_logprobs: torch.Tensor,
             mask: torch.Tensor) -> torch.Tensor:
     """KD: KL(p_teacher || q_student) from the teacher's cached top-k, [B, T, K].
@@ -40,8 +60,7 @@ def kd_topk(logits: torch.Tensor, topk_ids: torch.Tensor, topk_logprobs: torch.T
     Approximation: the teacher's distribution is its top-k renormalised (p_k = softmax of the
     cached log-probs); the student's log-probs are its full-vocabulary ones read at those ids.
     sum_k p_k (log p_k - log q_k) >= 0, with equality exactly when the student puts the teacher's
-    renormalised top-k mass on those ids and nothing elsewhere. With K = V (a cache of the full
-    distribution) it is the exact KL divergence.
+    renormalised top-k mass on those ids and nothing elsewhere. With K = V it equals `kd_full`.
     """
     p_log = torch.log_softmax(topk_logprobs.float(), dim=-1)
     q_log = torch.log_softmax(logits.float(), dim=-1).gather(-1, topk_ids.long())

@@ -2,6 +2,7 @@
 
     sft       cross-entropy on the ground truth (or, with labels="icl", on the ICL responses)
     kd        KL to the teacher's next-token distribution at the ICL response positions
+              (kd="full": the whole vocabulary, the default; kd="topk": the cached top-k)
     ia2       activation alignment to the teacher (the ICL run) on query + ICL response
     ia2+sft   (1 - beta) * ia2 + beta * sft on the ICL response, one forward pass
     ia2->sft  ia2 to convergence, then sft on the ground truth; same adapter, fresh optimizer
@@ -30,6 +31,7 @@ from ..tasks.spec import Example, TaskSpec
 from ..teacher.signals import TeacherSignals
 from .adapters import AdapterConfig, attach
 from .data import Collator, ItemDataset, build_items
+from .losses import KD_MODES
 from .trainer import Objective, StageResult, TrainConfig, train_stage
 
 METHODS = ("sft", "kd", "ia2", "ia2+sft", "ia2->sft", "sft->ia2")
@@ -49,6 +51,7 @@ class RunConfig:
     beta: float = 0.5  # ia2+sft's CE weight
     alignment: str = "mse"  # mse (the paper's), cosine or layernorm_mse
     sft_lr: float | None = None  # lr of the sft stage of ia2->sft / sft->ia2; None: train.lr
+    kd: str = "full"  # kd's teacher distribution: full (exact KL) or topk (cached top-k)
     preset: str = "natural"
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -58,6 +61,8 @@ class RunConfig:
             raise IA2Error(f"unknown method {self.method!r} (choose from {', '.join(METHODS)})")
         if self.labels not in ("ground_truth", "icl"):
             raise IA2Error(f"unknown sft labels {self.labels!r} (choose ground_truth or icl)")
+        if self.kd not in KD_MODES:
+            raise IA2Error(f"unknown kd {self.kd!r} (choose from {', '.join(KD_MODES)})")
 
 
 def stages(config: RunConfig) -> list[Stage]:
@@ -74,6 +79,11 @@ def stages(config: RunConfig) -> list[Stage]:
 
 def needs_teacher(config: RunConfig) -> bool:
     return any(s.target == "icl" or s.loss != "sft" for s in stages(config))
+
+
+def needs_full_distribution(config: RunConfig) -> bool:
+    """Whether the teacher must be collected with `full_distribution` (exact KD)."""
+    return config.kd == "full" and any(s.loss == "kd" for s in stages(config))
 
 
 @dataclass
@@ -110,9 +120,10 @@ def _plain(obj):
     return json.loads(json.dumps(dataclasses.asdict(obj), default=str))
 
 
-def _datasets(tokenizer, spec, data: TrainingData, stage: Stage, preset: str):
+def _datasets(tokenizer, spec, data: TrainingData, stage: Stage, preset: str, kd: str = "full"):
     kw = dict(target=stage.target, activations=stage.loss in ("ia2", "ia2+sft"),
-              topk=stage.loss == "kd", preset=preset)
+              topk=stage.loss == "kd" and kd == "topk", full=stage.loss == "kd" and kd == "full",
+              preset=preset)
     return (ItemDataset(build_items(tokenizer, spec, data.train, data.train_signals, **kw)),
             ItemDataset(build_items(tokenizer, spec, data.dev, data.dev_signals, **kw)))
 
@@ -200,6 +211,10 @@ def train_method(model, tokenizer, spec: TaskSpec, data: TrainingData, config: R
                        "choose another --out or pass --overwrite")
     if needs_teacher(config) and data.train_signals is None:
         raise IA2Error(f"method {config.method} needs teacher signals")
+    if needs_full_distribution(config) and any(
+            s.logprobs is None for s in [*data.train_signals, *(data.dev_signals or ())]):
+        raise IA2Error("kd=full needs the teacher's full next-token distribution: collect the "
+                       "teacher with full_distribution (ia2 teach --full-distribution) or use kd=topk")
     teacher_preset = ((data.teacher or {}).get("config") or {}).get("preset", config.preset)
     if needs_teacher(config) and teacher_preset != config.preset:
         raise IA2Error(f"the teacher signals were collected with prompt preset {teacher_preset!r}, "
@@ -223,8 +238,8 @@ def train_method(model, tokenizer, spec: TaskSpec, data: TrainingData, config: R
             curves[name] = json.loads((sdir / "stage.json").read_text())
             continue
         objective = Objective(stage.loss, beta=config.beta, alignment=config.alignment,
-                              site=data.site, layers=data.layers)
-        train_ds, dev_ds = _datasets(tokenizer, spec, data, stage, config.preset)
+                              site=data.site, layers=data.layers, kd=config.kd)
+        train_ds, dev_ds = _datasets(tokenizer, spec, data, stage, config.preset, config.kd)
         lr = config.sft_lr if stage.sft_stage and config.sft_lr is not None else config.train.lr
         result = train_stage(model, objective, train_ds, dev_ds, collator, config.train,
                              sdir / "checkpoints", lr=lr)
@@ -277,6 +292,8 @@ def run_episode(model_name: str, task: str, config: RunConfig, n: int, seed: int
              "n": n, "seed": seed, "episode": episode_fingerprint(episode)}
     if needs_teacher(config):
         teacher = teacher or TeacherConfig(preset=config.preset)
+        if needs_full_distribution(config):
+            teacher = dataclasses.replace(teacher, full_distribution=True)
         # the teacher is the base model before any adapter is attached; rank 0 fills the cache
         with _distributed().main_process_first():
             tset = teach_episode(model, tokenizer, spec, episode, teacher, cache_root=cache_root)

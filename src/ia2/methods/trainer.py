@@ -45,17 +45,21 @@ class TrainConfig:
 @dataclass(frozen=True)
 class Objective:
     """What one training stage minimises. `loss` is one of LOSSES; `beta` weighs CE in ia2+sft;
-    `alignment` is the IA2 distance (see `losses.alignment`); `site`/`layers` where it is read."""
+    `alignment` is the IA2 distance (see `losses.alignment`); `site`/`layers` where it is read;
+    `kd` is KD's teacher distribution: "full" (exact KL) or "topk" (the cached top-k)."""
 
     loss: str
     beta: float = 0.5
     alignment: str = "mse"
     site: str = "attn"
     layers: tuple[int, ...] | None = None
+    kd: str = "full"
 
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise IA2Error(f"unknown loss {self.loss!r} (choose from {', '.join(LOSSES)})")
+        if self.kd not in losses.KD_MODES:
+            raise IA2Error(f"unknown kd {self.kd!r} (choose from {', '.join(losses.KD_MODES)})")
         if self.alignment not in losses.ALIGNMENTS:
             raise IA2Error(f"unknown alignment {self.alignment!r} "
                            f"(choose from {', '.join(losses.ALIGNMENTS)})")
@@ -116,7 +120,16 @@ class BoundObjective:
             # With trimmed logits, position p sits at its rank among the kept indices.
             where = positions if keep is None else torch.searchsorted(keep, positions)
             logits = losses.gather_positions(result.logits, where)
-            if obj.loss == "kd":
+            if obj.loss == "kd" and obj.kd == "full":
+                teacher = batch.get("teacher_logprobs")
+                if teacher is None:
+                    raise IA2Error("kd=full: the batch has no teacher_logprobs; collect the teacher "
+                                   "with full_distribution")
+                if teacher.shape[-1] != logits.shape[-1]:
+                    raise IA2Error(f"teacher distributions have {teacher.shape[-1]} tokens, the "
+                                   f"student's vocabulary {logits.shape[-1]}: another model's cache")
+                out["kd"] = losses.kd_full(logits, teacher, mask)
+            elif obj.loss == "kd":
                 out["kd"] = losses.kd_topk(logits, batch["topk_ids"], batch["topk_logprobs"], mask)
             else:
                 out["ce"] = losses.cross_entropy(logits, batch["target_ids"], mask)

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1  # bump whenever the layout or the meaning of a stored number changes
 SHARD_SIZE = 32  # examples per shard: the unit of resumption
-FIELDS = ("response_ids", "activations", "topk_ids", "topk_logprobs")
+FIELDS = ("response_ids", "activations", "topk_ids", "topk_logprobs", "logprobs")
 
 
 def file_sha256(path: Path) -> str:
@@ -71,7 +71,7 @@ def cache_fields(model, tokenizer, spec, episode, config, items, eos, label_ids)
     """Everything that determines the teacher signals of an episode, JSON-serialisable."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     cfg = inner.config
-    return {
+    fields = {
         "format": FORMAT,
         "model": {
             "name": getattr(cfg, "_name_or_path", "") or type(inner).__name__,
@@ -97,6 +97,9 @@ def cache_fields(model, tokenizer, spec, episode, config, items, eos, label_ids)
         "constrain_to_labels": config.constrain_to_labels,
         "label_ids": list(label_ids) if label_ids else None,
     }
+    if config.full_distribution:  # only when on: entries without it keep their keys
+        fields["full_distribution"] = True
+    return fields
 
 
 def cache_key(fields: dict) -> str:

@@ -31,8 +31,9 @@ class TeacherConfig:
     max_new_tokens: int | None = None  # G; None: the task's
     stop: tuple[str, ...] | None = None  # stop strings; None: the task's
     topk: int = 20  # teacher next-token distribution kept as top-k log-probs (0: none)
+    full_distribution: bool = False  # also keep all V log-probs per aligned position (exact KD)
     batch_size: int = 8
-    dtype: str = "fp16"  # storage dtype of the activations: fp16, bf16 or fp32
+    dtype: str = "fp16"  # storage dtype of the activations and full log-probs: fp16, bf16 or fp32
     constrain_to_labels: bool = False  # classification: first token restricted to label tokens
     preset: str = "natural"
     max_length: int | None = None  # context window cap; None: the model's
@@ -80,12 +81,14 @@ class _StopWhenDone(StoppingCriteria):
     def __init__(self, tokenizer, prompt_len: int, eos: list[int], stop: tuple[str, ...]):
         self.tokenizer, self.prompt_len, self.stop = tokenizer, prompt_len, stop
         self.eos = torch.tensor(eos, dtype=torch.long)
+        self.finished: torch.Tensor | None = None  # [B] on CPU: rows done at any step so far
 
     def __call__(self, input_ids, scores, **kwargs):
         done = torch.isin(input_ids[:, -1], self.eos.to(input_ids.device))
         if self.stop:
             texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len:])
             done |= torch.tensor([any(s in t for s in self.stop) for t in texts], device=done.device)
+        self.finished = done.cpu() if self.finished is None else self.finished | done.cpu()
         return done
 
 
@@ -127,15 +130,26 @@ def _teach_batch(model, tokenizer, prompts, sites, config, eos, allowed) -> list
     for b, p in enumerate(prompts):  # left padding: every row's last prompt token is at -1
         ids[b, width - len(p):] = torch.tensor(p)
         mask[b, width - len(p):] = 1
+    dtype = DTYPES[config.dtype]
     steps_topk: list[tuple[torch.Tensor, torch.Tensor]] = []
+    full_rows: list[list[torch.Tensor]] = [[] for _ in prompts]  # per row: [V] per step
+    stopper = _StopWhenDone(tokenizer, width, eos, config.stop)
 
     def record_distribution(module, args, output):
+        if not (config.topk or config.full_distribution):
+            return
+        logp = torch.log_softmax(output.logits[:, -1].float(), dim=-1)
         if config.topk:
-            logp = torch.log_softmax(output.logits[:, -1].float(), dim=-1)
             steps_topk.append(logp.topk(min(config.topk, logp.shape[-1]), dim=-1))
+        if config.full_distribution:
+            # [B, V] per step adds up fast (Gemma 3: 512 KiB per row at fp16): keep only rows
+            # still generating, in the storage dtype, off the device at once
+            for b in range(len(prompts)):
+                if stopper.finished is None or not stopper.finished[b]:
+                    full_rows[b].append(logp[b].to(device="cpu", dtype=dtype, copy=True))
 
     processors = LogitsProcessorList([_FirstTokenIn(width, allowed)] if allowed else [])
-    stopping = [_StopWhenDone(tokenizer, width, eos, config.stop)]
+    stopping = [stopper]
     handle = _causal_lm(model).register_forward_hook(record_distribution)
     try:
         with Capture(sites, positions=-1, detach=True, accumulate=True) as cap:
@@ -155,7 +169,6 @@ def _teach_batch(model, tokenizer, prompts, sites, config, eos, allowed) -> list
     if config.topk:
         top_lp = torch.stack([v for v, _ in steps_topk], dim=1).cpu()  # [B, steps, K]
         top_ids = torch.stack([i for _, i in steps_topk], dim=1).cpu()
-    dtype = DTYPES[config.dtype]
     signals = []
     for b in range(len(prompts)):
         row = gen[b].tolist()
@@ -163,6 +176,14 @@ def _teach_batch(model, tokenizer, prompts, sites, config, eos, allowed) -> list
         sig = TeacherSignals(response_ids=gen[b, :t].clone(), activations=acts[b, :, :t].to(dtype).clone())
         if config.topk:
             sig.topk_ids, sig.topk_logprobs = top_ids[b, :t].clone(), top_lp[b, :t].clone()
+        if config.full_distribution:
+            if len(full_rows[b]) < t:
+                raise IA2Error(f"teacher: {t} tokens generated but {len(full_rows[b])} "
+                               "distributions captured; this model's generate() is not supported")
+            full = torch.stack(full_rows[b])  # [T, V]: rows stop being kept once done
+            sig.logprobs = full if len(full) == t else full[:t].clone()
+            full_rows[b] = []
+        if config.topk or config.full_distribution:
             _check_greedy(sig, first_free=not allowed)
         signals.append(sig)
     return signals
@@ -173,8 +194,12 @@ def _check_greedy(sig: TeacherSignals, first_free: bool) -> None:
     (a processor from its generation config) shaped the response, and KD targets would lie."""
     for t in range(0 if first_free else 1, sig.length):
         tok = int(sig.response_ids[t])
-        hit = (sig.topk_ids[t] == tok).nonzero()
-        if not len(hit) or sig.topk_logprobs[t, hit[0, 0]] < sig.topk_logprobs[t, 0]:
+        if sig.topk_ids is not None:
+            hit = (sig.topk_ids[t] == tok).nonzero()
+            ok = len(hit) and sig.topk_logprobs[t, hit[0, 0]] >= sig.topk_logprobs[t, 0]
+        else:  # rounding to the storage dtype is monotonic: the argmax stays a maximum
+            ok = sig.logprobs[t, tok] >= sig.logprobs[t].max()
+        if not ok:
             raise IA2Error(f"teacher: generated token {tok} at step {t} is not the model's argmax")
 
 

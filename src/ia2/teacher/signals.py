@@ -20,6 +20,7 @@ class TeacherSignals:
     activations: torch.Tensor  # [L, T, H]: the site's output at the aligned positions
     topk_ids: torch.Tensor | None = None  # [T, K] int64: teacher's top-k next tokens there
     topk_logprobs: torch.Tensor | None = None  # [T, K] float: their log-probabilities
+    logprobs: torch.Tensor | None = None  # [T, V] storage dtype: the full next-token log-probs
 
     @property
     def length(self) -> int:
