@@ -1,9 +1,10 @@
 """Training on `transformers.Trainer`: one subclass whose `compute_loss` calls the method's loss.
 
 Defaults are the paper's: batch 4, Adam (AdamW with weight decay 0) at a constant learning rate
-without warmup, up to 50 epochs, the dev loss (the method's own loss on dev examples) evaluated
-every 2 steps, early stopping after 5 evaluations without improvement, and the best state
-restored at the end — also when the epoch limit comes first.
+without warmup or gradient clipping, up to 50 epochs, the dev loss (the method's own loss on dev
+examples) evaluated every 2 steps, early stopping after 5 evaluations without improvement. The
+best state is restored at the end, also when the epoch limit comes first (the authors' code
+meant to and keeps the last; `restore_best=False` does that).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class TrainConfig:
     patience: int = 5
     seed: int = 0
     data_seed: int | None = None  # None: the same as `seed`
-    max_grad_norm: float = 1.0
+    max_grad_norm: float | None = None  # None: no clipping (the paper's); a norm to clip at
+    restore_best: bool = True  # end at the best dev state; False: the last (the authors' code)
     save_total_limit: int = 2  # the best checkpoint is always kept besides the latest
     full_determinism: bool | None = None  # None: on CPU only (cheap there; CUDA pays for it)
     report_to: list[str] = field(default_factory=lambda: ["none"])
@@ -201,11 +203,11 @@ def training_arguments(config: TrainConfig, output_dir, lr: float | None = None)
         per_device_eval_batch_size=per_device,
         learning_rate=config.lr if lr is None else lr,
         optim="adamw_torch", weight_decay=0.0, lr_scheduler_type="constant", warmup_steps=0,
-        max_grad_norm=config.max_grad_norm,
+        max_grad_norm=config.max_grad_norm or 0.0,  # 0 turns the Trainer's clipping off
         num_train_epochs=config.epochs,
         eval_strategy="steps", eval_steps=config.eval_steps,
         save_strategy="steps", save_steps=config.eval_steps, save_total_limit=config.save_total_limit,
-        load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
+        load_best_model_at_end=config.restore_best, metric_for_best_model="eval_loss", greater_is_better=False,
         logging_strategy="steps", logging_steps=1,
         seed=config.seed, data_seed=config.seed if config.data_seed is None else config.data_seed,
         full_determinism=cpu if config.full_determinism is None else config.full_determinism,
