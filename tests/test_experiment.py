@@ -32,7 +32,7 @@ def _config(tmp_path, tiny_dir, **over):
            "max_demos": 2,
            "teacher": {"constrain_to_labels": True, "batch_size": 4},
            "train": {"epochs": 2, "eval_steps": 1, "full_determinism": False},
-           "eval": {"size": 6, "icl_k": 2, "icl_sets": 2, "batch_size": 6},
+           "eval": {"size": 6, "batch_size": 6},  # ICL: N-1 = 3 per query, capped at 2
            "analysis": {"asim_queries": 2}}
     doc.update(over)
     path = tmp_path / "study.yaml"
@@ -48,6 +48,21 @@ def test_grid_shards_partition_the_groups(tmp_path, tiny_dir):
     assert parts == [experiment.shard(every, i, 3) for i in range(3)]  # deterministic
     counts = experiment.cost(config, every)
     assert counts["training_runs"] == 2 * 2 * 2  # methods x lr x seeds
+    # eval queries: zero-shot 2 tasks x 6; ICL 2 seeds x 2 tasks x 6 x (k + 1) = 3 query lengths;
+    # methods 2 x 2 seeds x 2 tasks x 6
+    assert counts["eval_queries"] == 12 + 24 * 3 + 48
+
+
+def test_icl_baseline_k_is_what_the_teacher_saw(tmp_path, tiny_dir):
+    study = experiment.Study(load_experiment(_config(tmp_path, tiny_dir, max_demos=None)))
+    assert study.eval_config(4).icl_k == 3 and study.eval_config(8).icl_k == 7
+    assert study.eval_config(4).icl_demos == "per_query"
+    assert study.eval_config().icl_k is None  # zero-shot and adapters have no demonstrations
+    capped = experiment.Study(load_experiment(_config(tmp_path, tiny_dir)))
+    assert capped.eval_config(4).icl_k == 2  # max_demos: 2
+    fixed = experiment.Study(load_experiment(_config(tmp_path, tiny_dir,
+                                                     eval={"icl_k": 1, "icl_demos": "shared"})))
+    assert fixed.eval_config(4).icl_k == 1
     with pytest.raises(IA2Error, match="--shard"):
         experiment.parse_shard("3")
 
@@ -81,7 +96,14 @@ def test_study_runs_selects_on_dev_reports_and_resumes(tmp_path, tiny_dir, monke
         doc = yaml.safe_load(path.read_text())
         best = min(doc["candidates"], key=lambda c: c["mean_dev_loss"])
         assert lr == doc["lr"] == best["lr"]  # the dev loss chose it
-    assert list((out / "analysis" / "asim").glob("*.json"))
+    icl = [r for r in rows if r["setting"] == "icl"]
+    for r in icl:
+        d = r["definitions"]["demos"]
+        assert (d["mode"], d["k"], d["demo_task"]) == ("per_query", 2, "sst2")
+        assert "icl_demos=per_query" in r["key"] and "icl_k=2" in r["key"]
+    asim = [yaml.safe_load(p.read_text()) for p in (out / "analysis" / "asim").glob("*.json")]
+    assert asim and all((a["mode"], a["icl_demos"], a["icl_k"]) == ("generate", "per_query", 2)
+                        for a in asim)
     assert list((out / "analysis" / "subspace").glob("*.json"))
 
     from ia2.report import write_report
@@ -122,3 +144,22 @@ def test_killed_study_restarts_without_recomputing(tmp_path, tiny_dir):
         assert p.stat().st_mtime_ns == mtime  # finished before the kill: not retrained
     with ResultsStore(out / "results.sqlite") as store:
         assert len(store.rows(setting="adapter")) == 3 * 2  # every seed x eval task, once
+
+
+def test_eval_cli_icl_defaults_to_n_minus_1_per_query(tmp_path, tiny_dir, capsys):
+    import json
+
+    from ia2.cli import main
+
+    base = ["eval", "--model", str(tiny_dir), "--task", "sst2", "--n", "4", "--limit", "3",
+            "--batch-size", "3", "--out", str(tmp_path), "--json"]
+    assert main(base[:3] + ["--icl"] + base[3:]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["setting"], out["icl_k"], out["icl_demos"]) == ("icl", 3, "per_query")
+    assert main(base + ["--icl", "2", "--icl-demos", "shared", "--sets", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["icl_k"], out["icl_demos"]) == (2, "shared") and "accuracy_std" in out
+    with ResultsStore(tmp_path / "results.sqlite") as store:
+        demos = sorted((r["definitions"]["demos"]["mode"], r["definitions"]["demos"]["k"])
+                       for r in store.rows())
+    assert demos == [("per_query", 3), ("shared", 2)]

@@ -32,7 +32,6 @@ import yaml
 from .errors import IA2Error
 from .evaluate.runner import EvalConfig
 from .methods.adapters import AdapterConfig
-from .methods.losses import KD_MODES
 from .methods.pipeline import METHODS
 from .methods.trainer import TrainConfig
 from .models import DEFAULT_MODEL
@@ -48,11 +47,24 @@ class TaskEntry:
     options: dict = field(default_factory=dict)  # TaskSpec overrides, e.g. min_words
 
 
+ASIM_MODES = ("generate", "teacher_forced")  # ia2.evaluate.analysis.MODES
+
+
 @dataclass(frozen=True)
 class AnalysisConfig:
     asim: bool = True  # activation similarity per layer, in distribution
     asim_queries: int = 50
+    # generate: each model answers on its own (the paper's); teacher_forced: the evaluated
+    # model is fed the base model's ICL response
+    asim_mode: str = "generate"
     subspace: bool = True  # LoRA update-subspace overlap between methods
+
+    def __post_init__(self):
+        if self.asim_mode not in ASIM_MODES:
+            raise IA2Error(f"analysis: unknown asim_mode {self.asim_mode!r} "
+                           f"(choose from {', '.join(ASIM_MODES)})")
+        if self.asim_queries < 1:
+            raise IA2Error(f"analysis: asim_queries must be >= 1, not {self.asim_queries}")
 
 
 @dataclass
@@ -71,7 +83,6 @@ class ExperimentConfig:
     beta: tuple[float, ...] = (0.5,)  # ia2+sft only
     sft_labels: str = "ground_truth"
     alignment: str = "mse"
-    kd: str = "full"  # kd's teacher distribution: full (exact KL) or topk
     max_demos: int | None = None
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
@@ -86,8 +97,6 @@ class ExperimentConfig:
         bad = [b for b in self.baselines if b not in BASELINES]
         if bad:
             raise IA2Error(f"unknown baseline {bad[0]!r} (choose from {', '.join(BASELINES)})")
-        if self.kd not in KD_MODES:
-            raise IA2Error(f"unknown kd {self.kd!r} (choose from {', '.join(KD_MODES)})")
         if not self.tasks or not self.n or not self.seeds or not self.lr:
             raise IA2Error("experiment: tasks, n, seeds and lr must each name at least one value")
 

@@ -150,11 +150,16 @@ class Study:
             if model is None:
                 model, tok = self.model()
             evaluate_and_store(store, model, tok, self.spec(name), self.queries(name), group.kind,
-                               self.eval_config(), ident, pool, source, group.seed or 0)
+                               self.eval_config(group.n), ident, pool, source, group.seed or 0)
             bar.update(1)
 
-    def eval_config(self):
-        return replace(self.config.eval, preset=self.config.preset)
+    def eval_config(self, n: int | None = None):
+        """The evaluation config; with N, ICL's k resolved to N-1 capped by max_demos (the
+        demonstrations each teacher prompt had) unless the config fixes icl_k."""
+        from .evaluate.runner import icl_k_for
+
+        return icl_k_for(replace(self.config.eval, preset=self.config.preset), n,
+                         self.config.max_demos)
 
     # --- methods -----------------------------------------------------------------------------
     def run_config(self, unit: TrainUnit):
@@ -163,14 +168,13 @@ class Study:
         return RunConfig(method=unit.method, labels=self.config.sft_labels,
                          beta=unit.beta if unit.beta is not None else 0.5,
                          alignment=self.config.alignment, preset=self.config.preset,
-                         kd=self.config.kd, adapter=self.config.adapter,
+                         adapter=self.config.adapter,
                          train=replace(self.config.train, lr=unit.lr, seed=unit.seed,
                                        progress=False))
 
     def train(self, unit: TrainUnit):
         from .episodes import episode_fingerprint
-        from .methods.pipeline import (RunConfig, TrainingData, finished, needs_full_distribution,
-                                       needs_teacher, train_method)
+        from .methods.pipeline import TrainingData, finished, needs_teacher, train_method
         from .teacher.collect import teach_episode
 
         config, out = self.run_config(unit), unit.run_dir(self.out)
@@ -180,14 +184,7 @@ class Study:
         model, tok = self.model()
         if needs_teacher(config):
             teacher = replace(self.config.teacher, preset=self.config.preset)
-            # one teacher entry per episode for every method: with it if any kd run needs it
-            if any(needs_full_distribution(RunConfig(method=m, kd=self.config.kd))
-                   for m in self.config.methods):
-                teacher = replace(teacher, full_distribution=True)
             tset = teach_episode(model, tok, spec, episode, teacher, progress=False)
-            if not needs_full_distribution(config):  # [T, V] per example: drop what is unused
-                for sig in tset.train + tset.dev:
-                    sig.logprobs = None
             data = TrainingData.from_teacher_set(episode, tset)
         else:
             data = TrainingData(episode.train, episode.dev)
@@ -248,22 +245,32 @@ class Study:
 
     # --- analyses ----------------------------------------------------------------------------
     def asim(self, group: Group, unit: TrainUnit, adapter_dir: Path | None) -> None:
-        """Activation similarity of this run (and of the base model, once) to ICL."""
+        """Activation similarity of this run (and of the base model, once) to ICL, with the ICL
+        baseline's demonstrations (per query, k = N-1 by default)."""
         from .evaluate.analysis import activation_similarity
-        from .evaluate.runner import demo_sets
+        from .evaluate.runner import demo_sets, per_query_demos
 
         name = "base" if adapter_dir is None else group.method
         path = self.out / "analysis" / "asim" / f"{group.task}-n{group.n}-s{unit.seed}-{safe(name)}.json"
-        if path.is_file():
-            return
+        ev, mode = self.eval_config(group.n), self.config.analysis.asim_mode
+        how = {"mode": mode, "icl_demos": ev.icl_demos, "icl_k": ev.icl_k}
+        if path.is_file():  # a file made another way is redone, not mixed into the report
+            done = json.loads(path.read_text())
+            if all(done.get(k) == v for k, v in how.items()):
+                return
         spec, episode = self.spec(group.task), self.episode(group.task, group.n, unit.seed)
-        demos = demo_sets(episode.demo_pool, spec, self.config.eval.icl_k, 1, unit.seed)[0]
         queries = self.queries(group.task)[: self.config.analysis.asim_queries]
+        if ev.icl_demos == "shared":  # the first of the baseline's sets
+            demos = demo_sets(episode.demo_pool, spec, ev.icl_k, 1, unit.seed, ev.balanced_demos)[0]
+        else:
+            demos = per_query_demos(episode.demo_pool, spec, ev.icl_k, queries, unit.seed,
+                                    ev.balanced_demos)
         model, tok = self._adapted(adapter_dir) if adapter_dir else self.model()
         teacher = replace(self.config.teacher, preset=self.config.preset)
-        sims = activation_similarity(model, tok, spec, queries, demos, teacher)
+        sims = activation_similarity(model, tok, spec, queries, demos, teacher, mode)
         write_json(path, {"task": group.task, "n": group.n, "seed": unit.seed, "model": name,
-                          "site": teacher.site, "queries": len(queries), "per_layer": sims})
+                          "site": teacher.site, **how, "queries": len(queries),
+                          "per_layer": sims})
         if adapter_dir is not None:
             self.asim(group, unit, None)
 
@@ -300,6 +307,8 @@ class Study:
 # Rough costs measured on gemma-3-270m with 2 CPU cores (demo config): for --dry-run only.
 SECONDS_PER_STEP = 1.2  # one optimizer step of batch 4 plus its share of dev evaluations
 SECONDS_PER_QUERY = 0.06  # one scored evaluation query (with or without a shared demo prefix)
+# Per-query demonstrations have no prefix to reuse: each query's prompt is read whole, about
+# k + 1 query lengths (an estimate, not a measurement).
 
 
 def cost(config: ExperimentConfig, work: list[Group]) -> dict:
@@ -311,7 +320,10 @@ def cost(config: ExperimentConfig, work: list[Group]) -> dict:
     study = Study(config)
     for g in work:
         n_eval = len(study.eval_tasks(g.task))
-        sets = config.eval.icl_sets if g.kind == "icl" else 1
+        sets = 1
+        if g.kind == "icl":
+            ev = study.eval_config(g.n)
+            sets = ev.icl_sets if ev.icl_demos == "shared" else ev.icl_k + 1
         if g.kind == "method":
             runs = len(units(config, g))
             per_epoch = -(-g.n // config.train.batch_size)

@@ -107,3 +107,20 @@ def test_evaluate_generation_uses_task_limits(tok):
                    templates=spec.templates, labels=("a", "b"))
     with pytest.raises(IA2Error, match="not a generation task"):
         evaluate_generation(model, tok, cls, queries)
+
+
+def test_evaluate_generation_with_demos_per_query(tok):
+    spec = TaskSpec(name="arith", kind="generation", description="toy", source=Source("none"),
+                    templates={"natural": Template(query="Q: {question}\nA:")},
+                    parser="gsm8k", max_new_tokens=5, stop=("\n\n",))
+    queries = [Example({"question": f"{i}+2?"}, str(i + 2), f"q{i}") for i in range(4)]
+    per_query = [[Example({"question": f"{j}+{i}?"}, str(i + j), f"d{i}{j}") for j in range(i + 1)]
+                 for i in range(4)]
+    model = tiny_model("llama", seed=4)
+    s = evaluate_generation(model, tok, spec, queries, per_query, batch_size=3)
+    prompts = [encode_prompt(tok, spec, q, d).ids for q, d in zip(queries, per_query)]
+    direct = [greedy_generate(model, tok, [p], 5, ("\n\n",))[0] for p in prompts]  # one at a time
+    assert [r["text"] for r in s.records] == [g.text for g in direct]
+    assert s.metrics["n_demos"] == 1  # the fewest any query had
+    shared = evaluate_generation(model, tok, spec, queries, per_query[3], batch_size=3)
+    assert [r["text"] for r in shared.records] != [r["text"] for r in s.records]

@@ -139,3 +139,43 @@ def test_evaluate_classification_matches_reference_scoring(models):
         gen = TaskSpec(name="g", kind="generation", description="", source=Source("none"),
                        templates=SPEC.templates, parser="gsm8k")
         evaluate_classification(model, tok, gen, queries)
+
+
+def test_unique_prefixes_are_batched_whole_and_match_each_prompt_alone(models, monkeypatch):
+    """Per-query demonstrations make every prefix unique: those prompts go through the full-prompt
+    path in batches; prompts that do share a prefix still share its cache."""
+    import ia2.evaluate.icl as icl
+
+    model, tok = models["gemma3_text"], tiny_tokenizer()
+    queries = _examples(7, 5)
+    per_query = [_examples(1 + i % 3, 100 + i) for i in range(5)] + [_examples(2, 9)] * 2
+    prompts = [encode_prompt(tok, SPEC, q, d) for q, d in zip(queries, per_query)]
+    assert len({tuple(p.ids[: p.query_start]) for p in prompts}) == 6
+    prefix_calls, full_calls = [], []
+    real_next, real_full = icl.next_token_logits, icl.full_prompt_logits
+    monkeypatch.setattr(icl, "next_token_logits",
+                        lambda m, prefix, qs, *a: prefix_calls.append(len(qs)) or real_next(m, prefix, qs, *a))
+    monkeypatch.setattr(icl, "full_prompt_logits",
+                        lambda m, ps, *a: full_calls.append(len(ps)) or real_full(m, ps, *a))
+    got = logits_for_prompts(model, prompts, batch_size=3)
+    ref = torch.stack([_alone(model, p.ids) for p in prompts])
+    assert torch.allclose(got, ref, atol=1e-4, rtol=0)
+    assert full_calls == [5] and prefix_calls == [2]  # the 5 unique ones in one call
+
+
+def test_evaluate_classification_with_demos_per_query(models):
+    model, tok = models["qwen2"], tiny_tokenizer()
+    queries = _examples(5, 6)
+    per_query = [_examples(3, 200 + i) for i in range(5)]
+    scores = evaluate_classification(model, tok, SPEC, queries, per_query, batch_size=2, n_bins=2)
+    ref_logits = torch.stack([_alone(model, encode_prompt(tok, SPEC, q, d).ids)
+                              for q, d in zip(queries, per_query)])
+    ref = score_classification(ref_logits, label_token_ids(tok, SPEC),
+                               [q.label for q in queries], n_bins=2)
+    for key in ("accuracy", "label_set_accuracy", "ece", "brier", "nll"):
+        assert scores.metrics[key] == pytest.approx(ref.metrics[key], abs=1e-5)
+    # the demonstrations really are per query: one shared set scores differently
+    shared = evaluate_classification(model, tok, SPEC, queries, per_query[0], n_bins=2)
+    assert shared.metrics["nll"] != pytest.approx(scores.metrics["nll"], abs=1e-5)
+    with pytest.raises(IA2Error, match="2 demonstration lists for 5 queries"):
+        evaluate_classification(model, tok, SPEC, queries, per_query[:2])

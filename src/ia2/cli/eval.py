@@ -7,15 +7,23 @@ from pathlib import Path
 
 from ..errors import IA2Error
 
+DEMO_MODES = ("per_query", "shared")  # ia2.evaluate.runner.DEMO_MODES (not imported: torch)
+N_MINUS_1 = -1  # `--icl` without K
+
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a model or adapter, with or without demonstrations")
     p.add_argument("--model", default="gemma-3-270m")
     p.add_argument("--adapter", help="a trained adapter directory (PEFT format)")
     p.add_argument("--task", required=True)
-    p.add_argument("--icl", type=int, default=0, metavar="K",
-                   help="K demonstrations from the episode's held-out pool (0: none)")
-    p.add_argument("--sets", type=int, default=3, help="demonstration sets averaged (with --icl)")
+    p.add_argument("--icl", type=int, nargs="?", const=N_MINUS_1, default=0, metavar="K",
+                   help="K demonstrations from the episode's held-out pool (0: none); --icl "
+                        "alone: N-1, what the teacher saw (the paper's ICL baseline)")
+    p.add_argument("--icl-demos", choices=DEMO_MODES, default="per_query",
+                   help="per_query: each query its own random draw (the paper's); shared: "
+                        "--sets sets, each shared by every query, averaged")
+    p.add_argument("--sets", type=int, default=3,
+                   help="demonstration sets averaged (with --icl-demos shared)")
     p.add_argument("--demo-task", help="task the demonstrations come from (default: --task, or "
                                        "the task it is an OOD target of)")
     p.add_argument("--n", type=int, default=8, help="episode N (fixes the held-out demo pool)")
@@ -51,11 +59,14 @@ def run(args) -> int:
     from ..tasks.registry import get_task
 
     spec = get_task(args.task)
-    config = EvalConfig(size=args.limit, icl_k=args.icl, icl_sets=args.sets,
+    if args.icl < 0 and args.icl != N_MINUS_1:
+        raise IA2Error(f"--icl takes K >= 0, not {args.icl}")
+    k = args.n - 1 if args.icl == N_MINUS_1 else args.icl
+    config = EvalConfig(size=args.limit, icl_demos=args.icl_demos, icl_k=k, icl_sets=args.sets,
                         batch_size=args.batch_size, preset=args.preset)
     queries = eval_set(spec, args.data_dir, args.limit)
     demo_spec, demo_pool = None, ()
-    if args.icl:
+    if k:
         demo_spec = _demo_spec(spec, args.demo_task)
         demo_pool = make_episode(demo_spec, args.n, args.seed, args.data_dir).demo_pool
     if args.adapter and not Path(args.adapter).is_dir():
@@ -66,20 +77,23 @@ def run(args) -> int:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, args.adapter).eval()
-        setting = "adapter_icl" if args.icl else "adapter"
+        setting = "adapter_icl" if k else "adapter"
     else:
-        setting = "icl" if args.icl else "zero_shot"
+        setting = "icl" if k else "zero_shot"
     identity = dict(model=model.ia2_fingerprint, adapter=adapter_id, method=None,
-                    task=(demo_spec or spec).name, n=args.n if args.icl else None,
-                    seed=args.seed if args.icl else None)
+                    task=(demo_spec or spec).name, n=args.n if k else None,
+                    seed=args.seed if k else None)
     with ResultsStore(Path(args.out) / "results.sqlite") as store:
         row = evaluate_and_store(store, model, tok, spec, queries, setting, config, identity,
                                  demo_pool, demo_spec, args.seed, force=args.force)
-    metrics = {k: v for k, v in row["metrics"].items() if k != "per_set"}
+    metrics = {m: v for m, v in row["metrics"].items() if m != "per_set"}
     if args.json:
-        print(json.dumps(dict(metrics, setting=setting, task=spec.name), indent=2, sort_keys=True))
+        demos = dict(icl_k=k, icl_demos=args.icl_demos) if k else {}
+        print(json.dumps(dict(metrics, setting=setting, task=spec.name, **demos), indent=2,
+                         sort_keys=True))
         return 0
-    print(f"{args.model}  {spec.name}  {setting}" + (f"  k={args.icl}×{args.sets} sets" if args.icl else ""))
+    how = f"  k={k} per query" if args.icl_demos == "per_query" else f"  k={k}×{args.sets} sets"
+    print(f"{args.model}  {spec.name}  {setting}" + (how if k else ""))
     for name in ("accuracy", "label_set_accuracy", "ece", "ece_equal_width", "mce", "brier", "nll",
                  "exact_match", "parsed_rate", "n"):
         if name in metrics:

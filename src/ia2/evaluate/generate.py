@@ -19,6 +19,7 @@ from ..errors import IA2Error
 from ..tasks.parsers import answers_match, parse_answer
 from ..tasks.prompts import encode_prompt
 from ..tasks.spec import Example, TaskSpec
+from .icl import demos_per_query
 
 
 @dataclass
@@ -134,14 +135,16 @@ def score_generation(parser: str, texts: Sequence[str], golds: Sequence[str],
 
 
 def evaluate_generation(model, tokenizer, spec: TaskSpec, queries: Sequence[Example],
-                        demos: Sequence[Example] = (), preset: str = "natural",
+                        demos=(), preset: str = "natural",
                         batch_size: int = 8, max_length: int | None = None,
                         progress: bool = False) -> GenerationScores:
-    """Generate greedily for each query (after `demos`, if any) and score exact match."""
+    """Generate greedily for each query (after its demonstrations, if any: one list for every
+    query or one list per query, see `ia2.evaluate.icl.demos_per_query`) and score exact match."""
     if spec.kind != "generation" or not spec.parser:
         raise IA2Error(f"task {spec.name} is not a generation task with an answer parser")
-    prompts = [encode_prompt(tokenizer, spec, q, list(demos), preset, max_length,
-                             reserve=spec.max_new_tokens) for q in queries]
+    per_query = demos_per_query(demos, len(queries))
+    prompts = [encode_prompt(tokenizer, spec, q, d, preset, max_length,
+                             reserve=spec.max_new_tokens) for q, d in zip(queries, per_query)]
     gens = greedy_generate(model, tokenizer, [p.ids for p in prompts], spec.max_new_tokens,
                            spec.stop, batch_size, progress)
     scores = score_generation(spec.parser, [g.text for g in gens], [str(q.label) for q in queries],

@@ -1,9 +1,10 @@
 """Fast next-token scoring when many queries share one prompt prefix.
 
-ICL evaluation prompts are `special prefix + demonstrations + query` with the same demonstrations
-for many queries (`PromptIds.ids[:query_start]` is shared). The prefix is run through the model
-once; its KV cache is then reused for every batch of queries. Zero-shot and adapter evaluation use
-the same path with the prefix being the special tokens alone (possibly empty).
+ICL evaluation prompts are `special prefix + demonstrations + query`. With one shared demonstration
+set many queries share `PromptIds.ids[:query_start]`: that prefix is run through the model once and
+its KV cache reused for every batch of queries. Zero-shot and adapter evaluation use the same path
+with the prefix being the special tokens alone (possibly empty). With demonstrations drawn per
+query (the paper's ICL baseline) every prefix is unique; such prompts are batched whole instead.
 
 Cache reuse: each batch gets fresh `Cache`/layer objects whose key/value tensors are `expand`ed
 views of the prefix's (no copy). A forward only ever concatenates onto them (`DynamicLayer.update`
@@ -147,14 +148,23 @@ def full_prompt_logits(model, prompts: Sequence[Sequence[int]], batch_size: int 
 
 def logits_for_prompts(model, prompts: Sequence[PromptIds], batch_size: int = 8,
                        progress: bool = False) -> torch.Tensor:
-    """Last-token logits for `encode_prompt` outputs; prompts sharing a prefix share its cache."""
+    """Last-token logits for `encode_prompt` outputs. Prompts sharing a prefix share its cache;
+    prompts whose prefix is their own are encoded whole, in batches (a one-query prefix pass
+    per prompt would run batch 1)."""
     if not prompts:
         return torch.empty(0, model.config.get_text_config().vocab_size)
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, pr in enumerate(prompts):
         groups.setdefault(tuple(pr.ids[: pr.query_start]), []).append(i)
     out: list[torch.Tensor | None] = [None] * len(prompts)
+    singles = [m[0] for m in groups.values() if len(m) == 1]
+    if singles:
+        logits = full_prompt_logits(model, [prompts[i].ids for i in singles], batch_size, progress)
+        for row, i in zip(logits, singles):
+            out[i] = row
     for prefix, members in groups.items():
+        if len(members) == 1:
+            continue
         logits = next_token_logits(model, prefix, [prompts[i].ids[prompts[i].query_start:]
                                                    for i in members], batch_size, progress)
         for row, i in zip(logits, members):
@@ -162,16 +172,32 @@ def logits_for_prompts(model, prompts: Sequence[PromptIds], batch_size: int = 8,
     return torch.stack(out)
 
 
+def demos_per_query(demos, n_queries: int) -> list[list[Example]]:
+    """One demonstration list per query: `demos` is either one list shared by every query or
+    a list of `n_queries` lists (one per query)."""
+    demos = list(demos)
+    if not demos:
+        return [[] for _ in range(n_queries)]
+    if isinstance(demos[0], Example):
+        return [demos] * n_queries
+    if len(demos) != n_queries:
+        raise IA2Error(f"{len(demos)} demonstration lists for {n_queries} queries")
+    return [list(d) for d in demos]
+
+
 def evaluate_classification(model, tokenizer, spec: TaskSpec, queries: Sequence[Example],
-                            demos: Sequence[Example] = (), preset: str = "natural",
+                            demos=(), preset: str = "natural",
                             batch_size: int = 8, max_length: int | None = None,
                             n_bins: int = 15, confidence: str = "label_set",
                             progress: bool = False) -> ClassificationScores:
-    """Score a classification task: with `demos` this is ICL (the same demonstrations for every
-    query); without, zero-shot or an adapted model."""
+    """Score a classification task: with `demos` this is ICL (`demos`: one list for every
+    query, or one list per query, see `demos_per_query`); without, zero-shot or an adapted
+    model."""
     if spec.kind != "classification":
         raise IA2Error(f"task {spec.name} is a {spec.kind} task, not classification")
-    prompts = [encode_prompt(tokenizer, spec, q, list(demos), preset, max_length) for q in queries]
+    per_query = demos_per_query(demos, len(queries))
+    prompts = [encode_prompt(tokenizer, spec, q, d, preset, max_length)
+               for q, d in zip(queries, per_query)]
     logits = logits_for_prompts(model, prompts, batch_size, progress)
     scores = score_classification(logits, label_token_ids(tokenizer, spec, preset),
                                   [int(q.label) for q in queries], n_bins=n_bins,

@@ -1,8 +1,10 @@
 """Evaluation settings, computed the same way for every method.
 
 - `zero_shot`: the base model, no demonstrations.
-- `icl`: the base model with k demonstrations from the episode's held-out pool; `icl_sets`
-  different demonstration sets are scored and averaged (the paper averages several).
+- `icl`: the base model with k demonstrations from the episode's held-out pool. The paper's way
+  (`icl_demos="per_query"`, the default): each query gets its own seeded random draw of k
+  demonstrations, k = N-1 (what the teacher saw; capped by the study's `max_demos`). The other
+  way (`icl_demos="shared"`): `icl_sets` sets, each shared by every query, scored and averaged.
 - `adapter`: a trained adapter, no demonstrations (the paper's setting for trained models).
 - `adapter_icl`: a trained adapter with demonstrations (on request).
 Out of distribution, the queries come from the evaluation task and the demonstrations from the
@@ -12,9 +14,11 @@ pairs share with their source tasks.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -25,52 +29,110 @@ from ..tasks.spec import Example, TaskSpec
 from .generate import evaluate_generation
 from .icl import evaluate_classification
 
+DEMO_MODES = ("per_query", "shared")
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     size: int = 500  # evaluation queries (the paper: 500 after a fixed shuffle)
-    icl_k: int = 8  # demonstrations per ICL prompt
-    icl_sets: int = 3  # demonstration sets averaged for ICL
-    balanced_demos: bool = True  # classification: demonstrations cycle through the classes
+    icl_demos: str = "per_query"  # per_query (the paper's) | shared
+    icl_k: int | None = None  # demonstrations per ICL prompt; None: N-1 of the group (`icl_k_for`)
+    icl_sets: int = 3  # shared mode only: sets averaged. per_query makes one draw per query
+    balanced_demos: bool = False  # classification: cycle through the classes (the paper: random)
     batch_size: int = 8
     n_bins: int = 15  # equal-mass ECE bins (the paper's); equal-width ECE is reported beside it
     confidence: str = "label_set"  # which confidence the ECE is about: label_set or top1
     preset: str = "natural"
 
     def __post_init__(self):
-        if self.size < 1 or self.icl_k < 0 or self.icl_sets < 1 or self.batch_size < 1:
-            raise IA2Error("eval: size, icl_sets and batch_size must be >= 1, icl_k >= 0")
+        if self.size < 1 or self.icl_sets < 1 or self.batch_size < 1:
+            raise IA2Error("eval: size, icl_sets and batch_size must be >= 1")
+        if self.icl_k is not None and self.icl_k < 0:
+            raise IA2Error(f"eval: icl_k must be >= 0 (or unset for N-1), not {self.icl_k}")
+        if self.icl_demos not in DEMO_MODES:
+            raise IA2Error(f"eval: unknown icl_demos {self.icl_demos!r} "
+                           f"(choose from {', '.join(DEMO_MODES)})")
 
 
-def demo_sets(pool: Sequence[Example], spec: TaskSpec, k: int, sets: int, seed: int,
-              balanced: bool = True) -> list[list[Example]]:
-    """`sets` demonstration sets of k examples from `pool`, seeded; class-balanced (labels
-    interleaved) for classification when asked, so no set is all one class."""
-    if k == 0:
-        return [[]]
+def icl_k_for(config: EvalConfig, n: int | None, max_demos: int | None = None) -> EvalConfig:
+    """`config` with icl_k resolved: as given, else N-1 (the demonstrations each teacher prompt
+    had) capped by `max_demos`, as the authors' evaluation does."""
+    if config.icl_k is not None or n is None:
+        return config
+    k = n - 1 if max_demos is None else min(n - 1, max_demos)
+    return replace(config, icl_k=k)
+
+
+def _draw(pool: Sequence[Example], spec: TaskSpec, k: int, rng: random.Random,
+          balanced: bool) -> list[Example]:
+    order = list(pool)
+    rng.shuffle(order)
+    if not (balanced and spec.kind == "classification"):
+        return order[:k]
+    by_label: dict[int, list[Example]] = {}
+    for ex in order:
+        by_label.setdefault(int(ex.label), []).append(ex)
+    queues = [by_label[c] for c in sorted(by_label)]
+    picked: list[Example] = []
+    while len(picked) < k:
+        for q in queues:
+            if q and len(picked) < k:
+                picked.append(q.pop())
+    rng.shuffle(picked)
+    return picked
+
+
+def _check_pool(pool: Sequence[Example], spec: TaskSpec, k: int) -> None:
     if len(pool) < k:
         raise IA2Error(f"task {spec.name}: the demonstration pool has {len(pool)} examples, "
                        f"fewer than k={k}")
-    out = []
-    for s in range(sets):
-        rng = random.Random(f"icl-demos/{spec.name}/{seed}/{s}")
-        order = list(pool)
-        rng.shuffle(order)
-        if balanced and spec.kind == "classification":
-            by_label: dict[int, list[Example]] = {}
-            for ex in order:
-                by_label.setdefault(int(ex.label), []).append(ex)
-            queues = [by_label[c] for c in sorted(by_label)]
-            picked: list[Example] = []
-            while len(picked) < k:
-                for q in queues:
-                    if q and len(picked) < k:
-                        picked.append(q.pop())
-            rng.shuffle(picked)
-            order = picked
-        out.append(order[:k])
-    return out
+
+
+def demo_sets(pool: Sequence[Example], spec: TaskSpec, k: int, sets: int, seed: int,
+              balanced: bool = False) -> list[list[Example]]:
+    """Shared mode: `sets` demonstration sets of k examples from `pool`, seeded; random, or
+    class-balanced (labels interleaved) for classification when asked."""
+    if k == 0:
+        return [[]]
+    _check_pool(pool, spec, k)
+    return [_draw(pool, spec, k, random.Random(f"icl-demos/{spec.name}/{seed}/{s}"), balanced)
+            for s in range(sets)]
+
+
+def per_query_demos(pool: Sequence[Example], spec: TaskSpec, k: int,
+                    queries: Sequence[Example], seed: int,
+                    balanced: bool = False) -> list[list[Example]]:
+    """Per-query mode (the paper's): for each query its own k demonstrations from `pool`, drawn
+    at random without replacement, seeded by (demonstration task, seed, query uid) so a query's
+    demonstrations do not depend on which other queries are evaluated."""
+    if k == 0:
+        return [[] for _ in queries]
+    _check_pool(pool, spec, k)
+    return [_draw(pool, spec, k, random.Random(f"icl-demos/{spec.name}/{seed}/query/{q.uid}"),
+                  balanced) for q in queries]
+
+
+def _demo_draws(config: EvalConfig, queries, pool, spec: TaskSpec, seed: int) -> list:
+    """The demonstrations each scoring pass uses: shared mode, one shared list per set;
+    per-query mode, one pass whose entry is a list per query."""
+    if config.icl_k is None:
+        raise IA2Error("eval: icl_k is unset (N-1 of a study group): give k explicitly")
+    if config.icl_demos == "shared":
+        return demo_sets(pool, spec, config.icl_k, config.icl_sets, seed, config.balanced_demos)
+    return [per_query_demos(pool, spec, config.icl_k, queries, seed, config.balanced_demos)]
+
+
+def _demo_record(config: EvalConfig, draws: list, spec: TaskSpec, seed: int) -> dict:
+    """What the definitions say about the demonstrations (reports read these)."""
+    rec = {"mode": config.icl_demos, "k": config.icl_k, "balanced": config.balanced_demos,
+           "demo_task": spec.name, "seed": seed,
+           "sets": len(draws) if config.icl_demos == "shared" else None}
+    if config.icl_demos == "shared":
+        rec["uids"] = [[d.uid for d in s] for s in draws]
+    else:  # 500 lists would bloat every row; their digest identifies them
+        uids = [[d.uid for d in ds] for ds in draws[0]]
+        rec["uids_sha256"] = hashlib.sha256(json.dumps(uids).encode()).hexdigest()[:16]
+    return rec
 
 
 def _score(model, tokenizer, spec, queries, demos, config: EvalConfig) -> tuple[dict, dict, list]:
@@ -88,31 +150,36 @@ def evaluate_setting(model, tokenizer, spec: TaskSpec, queries: Sequence[Example
                      setting: str, config: EvalConfig = EvalConfig(),
                      demo_pool: Sequence[Example] = (), demo_spec: TaskSpec | None = None,
                      seed: int = 0) -> dict:
-    """Metrics for one setting: {"metrics", "per_set", "definitions", "records"}. Metrics of
-    settings with demonstrations are means over `config.icl_sets` sets (`<metric>_std` beside)."""
+    """Metrics for one setting: {"metrics", "per_set", "definitions", "records"}. In shared mode
+    metrics of settings with demonstrations are means over `config.icl_sets` sets (`<metric>_std`
+    beside); in per-query mode there is one pass. `definitions["demos"]` says which was used."""
     if setting not in SETTINGS:
         raise IA2Error(f"unknown setting {setting!r} (choose from {', '.join(SETTINGS)})")
     if not queries:
         raise IA2Error(f"task {spec.name}: no evaluation queries")
+    queries = list(queries)
     with_demos = setting in ("icl", "adapter_icl")
-    sets = (demo_sets(demo_pool, demo_spec or spec, config.icl_k, config.icl_sets, seed,
-                      config.balanced_demos) if with_demos else [[]])
+    dspec = demo_spec or spec
+    draws = _demo_draws(config, queries, demo_pool, dspec, seed) if with_demos else [[]]
     base = setting in ("zero_shot", "icl")
     # The base model of an adapter is the same weights with the adapter switched off.
     ctx = model.disable_adapter() if base and hasattr(model, "disable_adapter") else nullcontext()
     per_set, scored = [], []
     with ctx:
-        for demos in sets:
-            metrics, definitions, recs = _score(model, tokenizer, spec, list(queries), demos, config)
+        for demos in draws:
+            metrics, definitions, recs = _score(model, tokenizer, spec, queries, demos, config)
             per_set.append(metrics)
             scored.append((definitions, recs))
     definitions, records = scored[0]  # records and reliability bins: those of the first set
+    if with_demos and config.icl_demos == "per_query":
+        for rec, ds in zip(records, draws[0]):
+            rec["demos"] = [d.uid for d in ds]
     keys = [k for k, v in per_set[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     metrics = {k: float(np.mean([m[k] for m in per_set])) for k in keys}
     if len(per_set) > 1:
         metrics.update({f"{k}_std": float(np.std([m[k] for m in per_set])) for k in keys})
     definitions = dict(definitions, setting=setting, eval=asdict(config),
-                       demo_sets=[[d.uid for d in s] for s in sets] if with_demos else [])
+                       demos=_demo_record(config, draws, dspec, seed) if with_demos else None)
     return {"metrics": metrics, "per_set": per_set, "definitions": definitions, "records": records}
 
 
@@ -120,7 +187,6 @@ def adapter_identity(adapter_dir) -> str | None:
     """sha256 of the adapter's weights file: results follow the weights, not the path."""
     if adapter_dir is None:
         return None
-    import hashlib
     from pathlib import Path
 
     files = sorted(Path(adapter_dir).glob("adapter_model.*"))
@@ -143,8 +209,12 @@ def evaluate_and_store(store, model, tokenizer, spec: TaskSpec, queries: Sequenc
     opts = {"size": len(queries), "preset": config.preset, "n_bins": config.n_bins,
             "confidence": config.confidence}
     if setting in ("icl", "adapter_icl"):
-        opts.update(icl_k=config.icl_k, icl_sets=config.icl_sets, balanced=config.balanced_demos,
-                    demo_task=(demo_spec or spec).name)
+        if config.icl_k is None:
+            raise IA2Error("eval: icl_k is unset (N-1 of a study group): give k explicitly")
+        opts.update(icl_demos=config.icl_demos, icl_k=config.icl_k,
+                    balanced=config.balanced_demos, demo_task=(demo_spec or spec).name)
+        if config.icl_demos == "shared":
+            opts["icl_sets"] = config.icl_sets
     key = run_key(**ident, **opts)
     if not force and store.has(key):
         return store.get(key)
