@@ -13,7 +13,7 @@ lr: [1.0e-3]
 teacher: {site: attn, constrain_to_labels: true}   # ia2.teacher.collect.TeacherConfig
 adapter: {kind: lora, r: 8, alpha: 8}               # ia2.methods.adapters.AdapterConfig
 train: {epochs: 50, patience: 5}                     # ia2.methods.trainer.TrainConfig
-eval: {size: 500, icl_k: 8, icl_sets: 3}             # ia2.evaluate.runner.EvalConfig
+eval: {size: 500}                                   # ia2.evaluate.runner.EvalConfig
 analysis: {asim: true, subspace: true}
 ```
 Unknown keys are errors (a typo must not silently fall back to a default).
@@ -32,6 +32,7 @@ import yaml
 from .errors import IA2Error
 from .evaluate.runner import EvalConfig
 from .methods.adapters import AdapterConfig
+from .methods.losses import KD_MODES
 from .methods.pipeline import METHODS
 from .methods.trainer import TrainConfig
 from .models import DEFAULT_MODEL
@@ -80,9 +81,11 @@ class ExperimentConfig:
     n: tuple[int, ...] = (8,)
     seeds: tuple[int, ...] = (0,)
     lr: tuple[float, ...] = (1e-4, 3e-4, 1e-3)
-    beta: tuple[float, ...] = (0.5,)  # ia2+sft only
+    beta: tuple[float, ...] = (0.001, 0.01, 0.05, 0.5)  # ia2+sft only: the authors' grid
+    balanced: bool = False  # class-balanced train/dev draws (the paper draws at random)
     sft_labels: str = "ground_truth"
     alignment: str = "mse"
+    kd: str = "full"  # kd's teacher distribution: full (exact KL) or topk
     max_demos: int | None = None
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
@@ -97,6 +100,8 @@ class ExperimentConfig:
         bad = [b for b in self.baselines if b not in BASELINES]
         if bad:
             raise IA2Error(f"unknown baseline {bad[0]!r} (choose from {', '.join(BASELINES)})")
+        if self.kd not in KD_MODES:
+            raise IA2Error(f"unknown kd {self.kd!r} (choose from {', '.join(KD_MODES)})")
         if not self.tasks or not self.n or not self.seeds or not self.lr:
             raise IA2Error("experiment: tasks, n, seeds and lr must each name at least one value")
 

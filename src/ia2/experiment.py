@@ -123,7 +123,7 @@ class Study:
         from .episodes import make_episode
 
         return make_episode(self.spec(task), n, seed, self.config.data_dir,
-                            self.config.max_demos, self.config.eval.size)
+                            self.config.max_demos, self.config.eval.size, self.config.balanced)
 
     @lru_cache(maxsize=32)
     def queries(self, task: str):
@@ -168,13 +168,14 @@ class Study:
         return RunConfig(method=unit.method, labels=self.config.sft_labels,
                          beta=unit.beta if unit.beta is not None else 0.5,
                          alignment=self.config.alignment, preset=self.config.preset,
-                         adapter=self.config.adapter,
+                         kd=self.config.kd, adapter=self.config.adapter,
                          train=replace(self.config.train, lr=unit.lr, seed=unit.seed,
                                        progress=False))
 
     def train(self, unit: TrainUnit):
         from .episodes import episode_fingerprint
-        from .methods.pipeline import TrainingData, finished, needs_teacher, train_method
+        from .methods.pipeline import (RunConfig, TrainingData, finished, needs_full_distribution,
+                                       needs_teacher, train_method)
         from .teacher.collect import teach_episode
 
         config, out = self.run_config(unit), unit.run_dir(self.out)
@@ -184,7 +185,14 @@ class Study:
         model, tok = self.model()
         if needs_teacher(config):
             teacher = replace(self.config.teacher, preset=self.config.preset)
+            # one teacher entry per episode for every method: with it if any kd run needs it
+            if any(needs_full_distribution(RunConfig(method=m, kd=self.config.kd))
+                   for m in self.config.methods):
+                teacher = replace(teacher, full_distribution=True)
             tset = teach_episode(model, tok, spec, episode, teacher, progress=False)
+            if not needs_full_distribution(config):  # [T, V] per example: drop what is unused
+                for sig in tset.train + tset.dev:
+                    sig.logprobs = None
             data = TrainingData.from_teacher_set(episode, tset)
         else:
             data = TrainingData(episode.train, episode.dev)
