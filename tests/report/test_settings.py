@@ -19,14 +19,18 @@ def test_defaults_are_reported_as_the_papers():
     assert "β grid: [0.001, 0.01, 0.05, 0.5]" in text
     assert "KD: exact KL to the teacher's full next-token distribution" in text
     assert "each model generates its own response" in text
-    assert "prompt preset: `natural`" in text
+    assert "prompt preset: `natural`" in text and "constrained" not in text
 
 
 def test_options_and_an_old_study_say_what_ran():
     from ia2.methods.trainer import TrainConfig
 
-    text = _lines(preset="paper", balanced=True, train=TrainConfig(max_grad_norm=1.0))
+    from ia2.teacher.collect import TeacherConfig
+
+    text = _lines(preset="paper", balanced=True, train=TrainConfig(max_grad_norm=1.0),
+                  teacher=TeacherConfig(constrain_to_labels=True))
     assert "`paper` (the authors' text)" in text and "at norm 1" in text
+    assert "constrained to the label tokens" in text
     assert "class-balanced" in text and "β grid" not in text and "KD" not in text
     old = {"methods": ["kd"], "eval": {"icl_k": 8, "icl_sets": 3}, "train": {"max_grad_norm": 1.0}}
     text = "\n".join(fidelity_lines(old))  # an ia2 0.1 study: none of the new keys

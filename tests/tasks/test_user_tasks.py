@@ -45,7 +45,7 @@ def test_jsonl_task_loads_and_makes_episodes(tmp_path):
     assert [ex.label for ex in train[:4]] == [0, 1, 0, 1]
     assert train[3].uid == "train.jsonl:4" and train[3].inputs == {"text": "review number 3"}
     assert render_query(spec, train[0]) == "Review: review number 0\nVerdict:"
-    ep = make_episode(spec, 4, seed=0)
+    ep = make_episode(spec, 4, seed=0, balanced=True)
     assert sorted(ex.label for ex in ep.train) == [0, 0, 1, 1]
     assert get_task(str(tmp_path / "task.yaml")).name == "reviews"  # a path works as a name
 

@@ -36,6 +36,9 @@ def fidelity_lines(c: dict) -> list[str]:
         "- learning rate" + (" and β" if "ia2+sft" in methods else "")
         + ": chosen on the dev loss (the authors' scripts choose on the evaluation set)",
     ]
+    if (c.get("teacher") or {}).get("constrain_to_labels"):
+        lines.append("- teacher: its first answer token constrained to the label tokens "
+                     "(the paper's teacher decodes unconstrained)")
     if "ia2+sft" in methods:
         lines.append(f"- IA2+SFT β grid: {list(c.get('beta', []))}")
     if "kd" in methods:
