@@ -29,10 +29,11 @@ from pathlib import Path
 
 import yaml
 
+from . import validate
 from .errors import IA2Error
 from .evaluate.runner import EvalConfig
 from .methods.adapters import AdapterConfig
-from .methods.losses import KD_MODES
+from .methods.losses import ALIGNMENTS, KD_MODES
 from .methods.pipeline import METHODS
 from .methods.trainer import TrainConfig
 from .models import DEFAULT_MODEL
@@ -64,8 +65,7 @@ class AnalysisConfig:
         if self.asim_mode not in ASIM_MODES:
             raise IA2Error(f"analysis: unknown asim_mode {self.asim_mode!r} "
                            f"(choose from {', '.join(ASIM_MODES)})")
-        if self.asim_queries < 1:
-            raise IA2Error(f"analysis: asim_queries must be >= 1, not {self.asim_queries}")
+        validate.integer("analysis.asim_queries", self.asim_queries, low=1)
 
 
 @dataclass
@@ -104,6 +104,15 @@ class ExperimentConfig:
             raise IA2Error(f"unknown kd {self.kd!r} (choose from {', '.join(KD_MODES)})")
         if not self.tasks or not self.n or not self.seeds or not self.lr:
             raise IA2Error("experiment: tasks, n, seeds and lr must each name at least one value")
+        validate.choice("sft_labels", self.sft_labels, ("ground_truth", "icl"))
+        validate.choice("alignment", self.alignment, ALIGNMENTS)
+        validate.each(validate.integer, "n", self.n, low=2)  # one example and one demonstration
+        validate.each(validate.seed, "seeds", self.seeds)
+        validate.each(validate.number, "lr", self.lr, low=0, low_open=True)
+        validate.each(validate.number, "beta", self.beta, 0, 1)
+        validate.integer("max_demos", self.max_demos, low=0, optional=True)
+        if "ia2+sft" in self.methods and not self.beta:
+            raise IA2Error("experiment: ia2+sft needs at least one beta value")
 
     @property
     def out_dir(self) -> Path:
@@ -163,8 +172,39 @@ def load_experiment(path) -> ExperimentConfig:
     return from_dict(ExperimentConfig, data, str(path))
 
 
+def check_inputs(config: ExperimentConfig) -> None:
+    """What a study needs that is known before any work: the model name, each task with its
+    options and its OOD tasks, the prompt preset, the data files and the output directory.
+    `ia2 run` calls it before writing anything; it loads no model and reads no data file."""
+    from .models import check_name
+    from .tasks.registry import get_task, resolve_data_dir
+
+    check_name(config.model)
+    options = {e.task: e.options for e in config.tasks}  # an OOD task listed itself has its own
+    trains = bool(config.methods) or "icl" in config.baselines
+    for entry in config.tasks:
+        spec = get_task(entry.task, **entry.options)
+        if trains and spec.eval_only:
+            raise IA2Error(f"task {spec.name} is evaluation-only: it can be an OOD task or a "
+                           "zero_shot baseline, not trained on or used for demonstrations")
+        for name in [entry.task, *(spec.ood if entry.ood is None else entry.ood)]:
+            ev = get_task(name, **options.get(name, {}))
+            ev.template(config.preset)
+            for split in ["eval"] + (["train"] if trains and name == entry.task else []):
+                rel = ev.source.files.get(split)
+                if rel is None:
+                    raise IA2Error(f"task {ev.name} has no {split} file")
+                root = ev.source.options.get("root")
+                path = Path(root or resolve_data_dir(config.data_dir)) / rel
+                if not path.is_file():
+                    raise IA2Error(f"task {ev.name}: data file {path} not found")
+    if config.out_dir.exists() and not config.out_dir.is_dir():
+        raise IA2Error(f"output directory {config.out_dir} is a file")
+
+
 def dump(config) -> str:
     return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
 
 
-__all__ = ["ExperimentConfig", "TaskEntry", "AnalysisConfig", "load_experiment", "dump"]
+__all__ = ["ExperimentConfig", "TaskEntry", "AnalysisConfig", "load_experiment", "check_inputs",
+           "dump"]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .config import ExperimentConfig, dump
+from .config import ExperimentConfig, check_inputs, dump
 from .errors import IA2Error
 from .io import write_json, write_text
 
@@ -353,6 +353,7 @@ def run_study(config: ExperimentConfig, shard_spec: str | None = None, dry_run: 
               progress: bool = True) -> Path:
     from .store import ResultsStore
 
+    check_inputs(config)  # before the output directory exists: bad input leaves nothing behind
     work = shard(groups(config), *parse_shard(shard_spec))
     counts = cost(config, work)
     if dry_run:

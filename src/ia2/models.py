@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -131,8 +132,27 @@ def _fingerprint_dir(path: Path) -> str:
     return "dir:" + digest.hexdigest()
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # org/name
+
+
+def check_name(name: str) -> None:
+    """Raise unless `name` can name a model: a short name, a local directory holding a
+    config.json, or a hub id (org/name). Installs, converts and loads nothing."""
+    if name in EMBEDDED:
+        return
+    local = Path(name).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise IA2Error(f"model directory {local} has no config.json")
+        return
+    if not _HUB_ID.fullmatch(name):
+        raise IA2Error(f"unknown model {name!r}: use one of {', '.join(EMBEDDED)}, "
+                       "a Hugging Face hub id (org/name) or a local directory")
+
+
 def resolve(name: str) -> tuple[str, str]:
     """Map a model name to (path or hub id to load, fingerprint of its weights)."""
+    check_name(name)
     if name in EMBEDDED:
         path = converted_dir(name)
         if status(name) != "ready":
@@ -140,13 +160,8 @@ def resolve(name: str) -> tuple[str, str]:
         return str(path), _fingerprint_dir(path)
     local = Path(name).expanduser()
     if local.is_dir():
-        if not (local / "config.json").is_file():
-            raise IA2Error(f"model directory {local} has no config.json")
         return str(local), _fingerprint_dir(local)
-    if "/" in name and not name.startswith((".", "/")):
-        return name, f"hub:{name}"  # the loaded config's commit hash refines it, see load_model
-    raise IA2Error(f"unknown model {name!r}: use one of {', '.join(EMBEDDED)}, "
-                   "a Hugging Face hub id (org/name) or a local directory")
+    return name, f"hub:{name}"  # the loaded config's commit hash refines it, see load_model
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):

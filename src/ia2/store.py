@@ -132,20 +132,10 @@ class ResultsStore:
     def merge(self, other_paths) -> int:
         """Add every row of the other stores whose key is not here yet (one transaction).
         Returns how many rows were added."""
-        incoming = []
-        for p in other_paths:
-            p = Path(p)
-            if not p.is_file():
-                raise IA2Error(f"{p}: no such results database")
-            try:
-                other = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
-                other.row_factory = sqlite3.Row
-                try:
-                    incoming += [dict(r) for r in other.execute("SELECT * FROM results")]
-                finally:
-                    other.close()
-            except sqlite3.DatabaseError as e:
-                raise IA2Error(f"{p}: not a results database ({e})") from None
+        return self._insert_new(read_stores(other_paths))
+
+    def _insert_new(self, incoming: list[dict]) -> int:
+        """Add raw rows (as `read_stores` returns them) whose key is not here yet."""
         before = self.db.total_changes
         with self.db:
             self.db.executemany(
@@ -153,3 +143,30 @@ class ResultsStore:
                 f"VALUES ({', '.join('?' * len(COLUMNS))})",
                 [tuple(r.get(c) for c in COLUMNS) for r in incoming])
         return self.db.total_changes - before
+
+
+def read_stores(paths) -> list[dict]:
+    """Every row of the stores at `paths`, read-only; a missing or unreadable one is an error."""
+    incoming = []
+    for p in paths:
+        p = Path(p)
+        if not p.is_file():
+            raise IA2Error(f"{p}: no such results database")
+        try:
+            other = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+            other.row_factory = sqlite3.Row
+            try:
+                incoming += [dict(r) for r in other.execute("SELECT * FROM results")]
+            finally:
+                other.close()
+        except sqlite3.DatabaseError as e:
+            raise IA2Error(f"{p}: not a results database ({e})") from None
+    return incoming
+
+
+def merge_stores(target, sources) -> tuple[int, int]:
+    """Merge `sources` into the store at `target`: (rows added, rows now in it). Every source is
+    read before the target is opened, so a bad source leaves no empty target behind."""
+    incoming = read_stores(sources)
+    with ResultsStore(target) as store:
+        return store._insert_new(incoming), len(store.rows())

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ..episodes import episode_fingerprint, make_episode
-from ..tasks import get_task
 from ..tasks.prompts import answer_text, render_demo, render_query
 from ..tasks.spec import PRESETS
+from .common import add_task_options, task_spec
 
 WIDTH = 90  # listings are cut to this many characters; the prompt never is
 
@@ -20,9 +20,10 @@ def register(sub) -> None:
     show.add_argument("--data-dir", help="benchmark data directory (default: IA2_DATA_DIR)")
     show.add_argument("--preset", choices=PRESETS, default="natural", help="prompt format")
     show.add_argument("--max-demos", type=int, help="cap on demonstrations per example")
-    show.add_argument("--min-words", type=int, help="keep training examples with this many words")
+    show.add_argument("--min-words", type=int, help="same as --task-option min_words=N")
     show.add_argument("--eval-size", type=int, default=500)
     show.add_argument("--show-eval", type=int, default=5, help="eval queries to list")
+    add_task_options(show)
     show.set_defaults(func=run)
 
 
@@ -32,11 +33,10 @@ def short(text: str, width: int = WIDTH) -> str:
 
 
 def run(args) -> int:
-    overrides = {} if args.min_words is None else {"min_words": args.min_words}
-    spec = get_task(args.task, **overrides)
+    spec = task_spec(args.task, args, min_words=args.min_words)
     spec.template(args.preset)  # unknown preset for this task: a clear error before loading data
     ep = make_episode(spec, args.n, args.seed, data_dir=args.data_dir, max_demos=args.max_demos,
-                      eval_size=args.eval_size)
+                      eval_size=args.eval_size, balanced=args.balanced)
 
     def line(i, ex):
         gold = answer_text(spec, ex, args.preset) if spec.kind == "classification" else ex.label

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import IA2Error
+from .common import add_task_options, task_spec
 
 DEMO_MODES = ("per_query", "shared")  # ia2.evaluate.runner.DEMO_MODES (not imported: torch)
 N_MINUS_1 = -1  # `--icl` without K
@@ -35,20 +36,21 @@ def register(sub) -> None:
     p.add_argument("--out", default="runs", help="directory of the results store (results.sqlite)")
     p.add_argument("--force", action="store_true", help="recompute even if stored")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_task_options(p)  # settings of --task and of the demonstrations' task
     p.set_defaults(func=run)
 
 
-def _demo_spec(spec, name):
-    from ..tasks.registry import get_task, list_tasks
+def _demo_spec(spec, name, args):
+    from ..tasks.registry import list_tasks
 
     if name:
-        return get_task(name)
+        return task_spec(name, args)
     if not spec.eval_only:
         return spec
     sources = [t for t in list_tasks() if spec.name in t.ood]
     if not sources:
         raise IA2Error(f"task {spec.name} is evaluation-only: pass --demo-task")
-    return sources[0]
+    return task_spec(sources[0].name, args)
 
 
 def run(args) -> int:
@@ -56,9 +58,8 @@ def run(args) -> int:
     from ..evaluate.runner import EvalConfig, adapter_identity, evaluate_and_store
     from ..models import load_model
     from ..store import ResultsStore
-    from ..tasks.registry import get_task
 
-    spec = get_task(args.task)
+    spec = task_spec(args.task, args)
     if args.icl < 0 and args.icl != N_MINUS_1:
         raise IA2Error(f"--icl takes K >= 0, not {args.icl}")
     k = args.n - 1 if args.icl == N_MINUS_1 else args.icl
@@ -67,8 +68,9 @@ def run(args) -> int:
     queries = eval_set(spec, args.data_dir, args.limit)
     demo_spec, demo_pool = None, ()
     if k:
-        demo_spec = _demo_spec(spec, args.demo_task)
-        demo_pool = make_episode(demo_spec, args.n, args.seed, args.data_dir).demo_pool
+        demo_spec = _demo_spec(spec, args.demo_task, args)
+        demo_pool = make_episode(demo_spec, args.n, args.seed, args.data_dir,
+                                 balanced=args.balanced).demo_pool
     if args.adapter and not Path(args.adapter).is_dir():
         raise IA2Error(f"adapter directory {args.adapter} does not exist")
     adapter_id = adapter_identity(args.adapter)  # checks the directory before the model loads

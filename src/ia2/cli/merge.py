@@ -11,10 +11,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..store import ResultsStore
+    from ..store import merge_stores
 
-    with ResultsStore(args.target) as store:
-        added = store.merge(args.sources)
-        total = len(store.rows())
+    added, total = merge_stores(args.target, args.sources)
     print(f"merged {added} new rows into {args.target} ({total} rows)")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..errors import IA2Error
 from ..teacher.sites import SITES
+from .common import add_task_options, task_spec
 
 
 def _layers(text: str) -> tuple[int, ...]:
@@ -38,6 +39,7 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, help="cache root (default: <cache>/teacher)")
     p.add_argument("--data-dir", default=None, help="benchmark data directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_task_options(p)
     p.set_defaults(func=run)
 
 
@@ -51,7 +53,6 @@ def _size(n: int) -> str:
 def run(args) -> int:
     from ..episodes import make_episode
     from ..models import load_model
-    from ..tasks.registry import get_task
     from ..teacher.collect import TeacherConfig, teach_episode
 
     config = TeacherConfig(
@@ -59,8 +60,9 @@ def run(args) -> int:
         max_new_tokens=args.max_new_tokens, topk=args.topk, batch_size=args.batch_size,
         dtype=args.dtype, constrain_to_labels=args.constrain_to_labels, preset=args.preset,
         full_distribution=args.full_distribution)
-    spec = get_task(args.task)
-    episode = make_episode(spec, args.n, args.seed, data_dir=args.data_dir, max_demos=args.max_demos)
+    spec = task_spec(args.task, args)
+    episode = make_episode(spec, args.n, args.seed, data_dir=args.data_dir,
+                           max_demos=args.max_demos, balanced=args.balanced)
     model, tokenizer = load_model(args.model)
     tset = teach_episode(model, tokenizer, spec, episode, config, cache_root=args.out,
                          progress=not args.no_progress)

@@ -9,6 +9,7 @@ from ..methods.losses import ALIGNMENTS, KD_MODES
 from ..methods.pipeline import METHODS, RunConfig, run_episode
 from ..methods.trainer import TrainConfig
 from ..models import DEFAULT_MODEL
+from .common import add_task_options, parse_task_options
 
 
 def register(sub) -> None:
@@ -38,6 +39,7 @@ def register(sub) -> None:
     p.add_argument("--data-dir", default=None, help="benchmark data directory")
     p.add_argument("--overwrite", action="store_true", help="retrain even if the run is finished")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_task_options(p)
     p.set_defaults(func=run)
 
 
@@ -54,9 +56,17 @@ def config_from_args(args) -> RunConfig:
 def run(args) -> int:
     from accelerate import PartialState
 
-    result = run_episode(args.model, args.task, config_from_args(args), args.n, args.seed,
-                         out_dir=args.out, data_dir=args.data_dir, overwrite=args.overwrite,
-                         max_demos=args.max_demos)
+    from ..models import check_name
+    from ..tasks.registry import get_task
+
+    # every input is checked before run_episode may find a finished run or write anything
+    config = config_from_args(args)
+    options = parse_task_options(args.task_options)
+    get_task(args.task, **options)
+    check_name(args.model)
+    result = run_episode(args.model, args.task, config, args.n, args.seed, out_dir=args.out,
+                         data_dir=args.data_dir, overwrite=args.overwrite,
+                         max_demos=args.max_demos, task_options=options, balanced=args.balanced)
     if PartialState().is_main_process:
         verb = "trained" if result.trained else "already finished (pass --overwrite to retrain)"
         for name, stage in result.stages.items():

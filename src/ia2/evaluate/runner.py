@@ -23,9 +23,11 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import validate
 from ..errors import IA2Error
 from ..store import SETTINGS
 from ..tasks.spec import Example, TaskSpec
+from .classify import CONFIDENCES
 from .generate import evaluate_generation
 from .icl import evaluate_classification
 
@@ -45,13 +47,11 @@ class EvalConfig:
     preset: str = "natural"
 
     def __post_init__(self):
-        if self.size < 1 or self.icl_sets < 1 or self.batch_size < 1:
-            raise IA2Error("eval: size, icl_sets and batch_size must be >= 1")
-        if self.icl_k is not None and self.icl_k < 0:
-            raise IA2Error(f"eval: icl_k must be >= 0 (or unset for N-1), not {self.icl_k}")
-        if self.icl_demos not in DEMO_MODES:
-            raise IA2Error(f"eval: unknown icl_demos {self.icl_demos!r} "
-                           f"(choose from {', '.join(DEMO_MODES)})")
+        for name in ("size", "icl_sets", "batch_size", "n_bins"):
+            validate.integer(f"eval.{name}", getattr(self, name), low=1)
+        validate.integer("eval.icl_k", self.icl_k, low=0, optional=True)  # unset: N-1
+        validate.choice("eval.icl_demos", self.icl_demos, DEMO_MODES)
+        validate.choice("eval.confidence", self.confidence, CONFIDENCES)
 
 
 def icl_k_for(config: EvalConfig, n: int | None, max_demos: int | None = None) -> EvalConfig:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import validate
 from ..errors import IA2Error
 from ..teacher.sites import activation_sites, decoder_layers
 
@@ -23,6 +24,14 @@ class AdapterConfig:
     dropout: float = 0.0
     target_modules: tuple[str, ...] | None = None  # None: q, k, o projections of self-attention
     num_virtual_tokens: int = 8  # prompt / prefix tuning
+
+    def __post_init__(self):
+        if self.kind not in ADAPTERS:
+            raise IA2Error(f"unknown adapter {self.kind!r} (choose from {', '.join(ADAPTERS)})")
+        validate.integer("adapter.r", self.r, low=1)
+        validate.number("adapter.alpha", self.alpha, low=0, low_open=True)
+        validate.number("adapter.dropout", self.dropout, 0, 1, high_open=True)
+        validate.integer("adapter.num_virtual_tokens", self.num_virtual_tokens, low=1)
 
 
 def _attention_child_name(model) -> str:
@@ -52,8 +61,6 @@ def _is_conv1d(model, suffix: str) -> bool:
 def peft_config(model, config: AdapterConfig):
     import peft
 
-    if config.kind not in ADAPTERS:
-        raise IA2Error(f"unknown adapter {config.kind!r} (choose from {', '.join(ADAPTERS)})")
     task = peft.TaskType.CAUSAL_LM
     if config.kind == "lora":
         targets = list(config.target_modules or attention_targets(model))

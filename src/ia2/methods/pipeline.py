@@ -25,13 +25,14 @@ from pathlib import Path
 
 import yaml
 
+from .. import validate
 from ..errors import IA2Error
 from ..io import atomic_path, write_json, write_text
 from ..tasks.spec import Example, TaskSpec
 from ..teacher.signals import TeacherSignals
 from .adapters import AdapterConfig, attach
 from .data import Collator, ItemDataset, build_items
-from .losses import KD_MODES
+from .losses import ALIGNMENTS, KD_MODES
 from .trainer import Objective, StageResult, TrainConfig, train_stage
 
 METHODS = ("sft", "kd", "ia2", "ia2+sft", "ia2->sft", "sft->ia2")
@@ -63,6 +64,9 @@ class RunConfig:
             raise IA2Error(f"unknown sft labels {self.labels!r} (choose ground_truth or icl)")
         if self.kd not in KD_MODES:
             raise IA2Error(f"unknown kd {self.kd!r} (choose from {', '.join(KD_MODES)})")
+        validate.choice("alignment", self.alignment, ALIGNMENTS)
+        validate.number("beta", self.beta, 0, 1)
+        validate.number("sft_lr", self.sft_lr, low=0, low_open=True, optional=True)
 
 
 def stages(config: RunConfig) -> list[Stage]:
@@ -274,8 +278,10 @@ def default_out_dir(model_name: str, task: str, method: str, n: int, seed: int, 
 
 def run_episode(model_name: str, task: str, config: RunConfig, n: int, seed: int, out_dir=None,
                 data_dir=None, teacher=None, cache_root=None, overwrite: bool = False,
-                max_demos: int | None = None) -> RunResult:
-    """The whole path for one run: episode -> teacher signals (cached) -> training -> run dir."""
+                max_demos: int | None = None, task_options: dict | None = None,
+                balanced: bool = False) -> RunResult:
+    """The whole path for one run: episode -> teacher signals (cached) -> training -> run dir.
+    `task_options` are TaskSpec overrides (e.g. min_words); `balanced` the episode draw."""
     from ..episodes import episode_fingerprint, make_episode
     from ..models import load_model
     from ..tasks.registry import get_task
@@ -285,8 +291,9 @@ def run_episode(model_name: str, task: str, config: RunConfig, n: int, seed: int
                                                          config.train.lr)
     if finished(out) and not overwrite:
         return train_method(None, None, None, None, config, out)
-    spec = get_task(task)
-    episode = make_episode(spec, n, seed, data_dir=data_dir, max_demos=max_demos)
+    spec = get_task(task, **(task_options or {}))
+    episode = make_episode(spec, n, seed, data_dir=data_dir, max_demos=max_demos,
+                           balanced=balanced)
     model, tokenizer = load_model(model_name)
     extra = {"model": model_name, "model_fingerprint": model.ia2_fingerprint, "task": task,
              "n": n, "seed": seed, "episode": episode_fingerprint(episode)}

@@ -18,6 +18,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
+from .. import validate
 from ..errors import IA2Error
 from ..teacher.capture import Capture
 from ..teacher.sites import activation_sites
@@ -43,6 +44,15 @@ class TrainConfig:
     report_to: list[str] = field(default_factory=lambda: ["none"])
     progress: bool = True
 
+    def __post_init__(self):
+        validate.number("train.lr", self.lr, low=0, low_open=True)
+        for name in ("batch_size", "epochs", "eval_steps", "patience", "save_total_limit"):
+            validate.integer(f"train.{name}", getattr(self, name), low=1)
+        validate.seed("train.seed", self.seed)
+        validate.seed("train.data_seed", self.data_seed, optional=True)
+        validate.number("train.max_grad_norm", self.max_grad_norm, low=0, low_open=True,
+                        optional=True)
+
 
 @dataclass(frozen=True)
 class Objective:
@@ -65,8 +75,7 @@ class Objective:
         if self.alignment not in losses.ALIGNMENTS:
             raise IA2Error(f"unknown alignment {self.alignment!r} "
                            f"(choose from {', '.join(losses.ALIGNMENTS)})")
-        if not 0.0 <= self.beta <= 1.0:
-            raise IA2Error(f"beta must be in [0, 1], got {self.beta}")
+        validate.number("beta", self.beta, 0, 1)
 
     @property
     def uses_activations(self) -> bool:

@@ -145,7 +145,27 @@ def get_task(name: str, **overrides) -> TaskSpec:
     bad = set(overrides) - {f.name for f in dataclasses.fields(TaskSpec)}
     if bad:
         raise IA2Error(f"task {name}: no such setting {', '.join(sorted(bad))}")
+    overrides = {k: _typed(spec, k, v) for k, v in overrides.items()}
     return dataclasses.replace(spec, **overrides) if overrides else spec
+
+
+def _typed(spec: TaskSpec, key: str, value):
+    """An override checked against the type of the value it replaces (YAML and the CLI give
+    plain values: a list for a tuple is converted, a string for a number is an error)."""
+    current = getattr(spec, key)
+    if isinstance(current, tuple) and isinstance(value, list):
+        value = tuple(value)
+    if current is None:
+        ok = value is None or isinstance(value, str)
+    else:
+        ok = isinstance(value, type(current)) and (isinstance(current, bool)
+                                                   or not isinstance(value, bool))
+    if not ok:
+        kind = str if current is None else type(current)
+        want = {int: "an integer", bool: "true or false", str: "a string", tuple: "a list"}
+        raise IA2Error(f"task {spec.name}: {key} must be {want.get(kind, kind.__name__)}, "
+                       f"got {value!r}")
+    return value
 
 
 # ------------------------------------------------------------------------------------ user tasks

@@ -66,6 +66,12 @@ class TaskSpec:
     ood: tuple[str, ...] = ()  # tasks evaluated out of distribution after training on this one
     min_words: int = 0  # keep only examples whose main text has at least this many words
 
+    def __post_init__(self):
+        from .. import validate
+
+        validate.integer(f"task {self.name}: min_words", self.min_words, low=0)
+        validate.integer(f"task {self.name}: max_new_tokens", self.max_new_tokens, low=1)
+
     def template(self, preset: str = "natural") -> Template:
         if preset not in self.templates:
             from ..errors import IA2Error

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria
 
+from .. import validate
 from ..errors import IA2Error
 from .capture import Capture
 from .signals import TeacherSignals
@@ -43,10 +44,11 @@ class TeacherConfig:
             raise IA2Error(f"unknown activation site {self.site!r} (choose from {', '.join(SITES)})")
         if self.dtype not in DTYPES:
             raise IA2Error(f"unknown storage dtype {self.dtype!r} (choose from {', '.join(DTYPES)})")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise IA2Error(f"max_new_tokens must be at least 1, not {self.max_new_tokens}")
-        if self.topk < 0 or self.batch_size < 1:
-            raise IA2Error("topk must be >= 0 and batch_size >= 1")
+        validate.integer("teacher.max_new_tokens", self.max_new_tokens, low=1, optional=True)
+        validate.integer("teacher.topk", self.topk, low=0)
+        validate.integer("teacher.batch_size", self.batch_size, low=1)
+        validate.integer("teacher.max_length", self.max_length, low=1, optional=True)
+        validate.each(validate.integer, "teacher.layers", self.layers or (), low=0)
 
     def for_task(self, spec) -> "TeacherConfig":
         """This config with the task's response budget and stop strings filled in."""
