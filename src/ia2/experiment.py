@@ -174,13 +174,19 @@ class Study:
 
     def train(self, unit: TrainUnit):
         from .episodes import episode_fingerprint
-        from .methods.pipeline import (RunConfig, TrainingData, finished, needs_full_distribution,
-                                       needs_teacher, train_method)
+        from .methods.integrity import adapter_problem
+        from .methods.pipeline import (RunConfig, TrainingData, check_finished, finished,
+                                       needs_full_distribution, needs_teacher, train_method)
         from .teacher.collect import teach_episode
 
         config, out = self.run_config(unit), unit.run_dir(self.out)
-        if finished(out):
+        damaged = finished(out) and adapter_problem(out / "adapter")
+        if finished(out) and not damaged:
+            check_finished(out, config, {"model": self.config.model, "task": unit.task,
+                                         "n": unit.n, "seed": unit.seed})
             return None
+        if damaged:  # a damaged finished run is an unfinished one: trained again
+            log.warning("retraining %s: %s", out, damaged)
         spec, episode = self.spec(unit.task), self.episode(unit.task, unit.n, unit.seed)
         model, tok = self.model()
         if needs_teacher(config):
@@ -199,7 +205,8 @@ class Study:
         extra = {"model": self.config.model, "model_fingerprint": model.ia2_fingerprint,
                  "task": unit.task, "n": unit.n, "seed": unit.seed,
                  "episode": episode_fingerprint(episode)}
-        return train_method(model, tok, spec, data, config, out, extra=extra)
+        return train_method(model, tok, spec, data, config, out, extra=extra,
+                            overwrite=bool(damaged))
 
     def select(self, group: Group) -> dict:
         """The lr (and β) with the lowest mean dev loss over seeds, from the runs' curves."""
@@ -246,10 +253,10 @@ class Study:
                 self.asim(group, unit, adapter_dir)
 
     def _adapted(self, adapter_dir: Path):
-        from peft import PeftModel
+        from .methods.integrity import load_adapter
 
         model, tok = self.model()
-        return PeftModel.from_pretrained(model, str(adapter_dir)).eval(), tok
+        return load_adapter(model, adapter_dir), tok
 
     # --- analyses ----------------------------------------------------------------------------
     def asim(self, group: Group, unit: TrainUnit, adapter_dir: Path | None) -> None:
@@ -286,6 +293,7 @@ class Study:
         """Overlap of the selected LoRA adapters' update subspaces, per pair of methods."""
         from itertools import combinations
 
+        from .evaluate.runner import adapter_identity
         from .evaluate.subspace import subspace_overlap
 
         if self.config.adapter.kind != "lora":
@@ -301,7 +309,9 @@ class Study:
                         dirs[m] = TrainUnit(entry.task, m, n, seed, s["lr"], s["beta"]).run_dir(self.out) / "adapter"
                 for a, b in combinations(sorted(dirs), 2):
                     path = self.out / "analysis" / "subspace" / f"{entry.task}-n{n}-s{seed}-{safe(a)}-vs-{safe(b)}.json"
-                    if path.is_file():
+                    ids = {m: adapter_identity(dirs[m]) for m in (a, b)}
+                    # done unless an adapter was retrained since (files before this had no ids)
+                    if path.is_file() and json.loads(path.read_text()).get("adapters", ids) == ids:
                         continue
                     per = subspace_overlap(dirs[a], dirs[b])
                     mean = lambda k: sum(v[k] for v in per.values()) / len(per)  # noqa: E731
@@ -309,7 +319,7 @@ class Study:
                                       "overlap": mean("overlap"),
                                       "random_expected": mean("random_expected"),
                                       "random_empirical": mean("random_empirical"),
-                                      "modules": per})
+                                      "adapters": ids, "modules": per})
 
 
 # Rough costs measured on gemma-3-270m with 2 CPU cores (demo config): for --dry-run only.

@@ -197,9 +197,13 @@ def load_model(name: str = DEFAULT_MODEL, dtype=None,
     return model.eval(), tok
 
 
-def context_window(model) -> int:
-    """The longest prompt the model takes (its position limit)."""
+def context_window(model, max_length: int | None = None) -> int:
+    """The longest sequence the model takes: `max_length` when configured, else its position
+    limit (of the text model, for multimodal configs). Every stage that builds a prompt uses it."""
+    if max_length:
+        return int(max_length)
     cfg = model.config
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
         if getattr(cfg, attr, None):
             return int(getattr(cfg, attr))

@@ -217,3 +217,53 @@ def test_unwritable_cache_is_an_error(setup):
 
     with pytest.raises(IA2Error, match="cannot write the teacher cache"):
         teach_episode(model, tok, SPEC, _episode(), CFG, cache_root=root, progress=False)
+
+
+def test_the_key_holds_no_model_or_tokenizer_path_so_a_moved_cache_is_reused(setup, monkeypatch):
+    model, tok, root = setup
+    model.config._name_or_path, tok.name_or_path = "/old/place/model", "/old/place/model"
+    first = teach_episode(model, tok, SPEC, _episode(), CFG, cache_root=root, progress=False)
+    manifest = json.loads((first.path / "manifest.json").read_text())
+    assert manifest["fields"]["model"]["name"] == "/old/place/model"  # recorded, not keyed
+    moved = root.parent / "moved"
+    root.rename(moved)
+    model.config._name_or_path, tok.name_or_path = "/new/place/model", "/new/place/model"
+    monkeypatch.setattr(collect, "teach", lambda *a, **k: pytest.fail("recomputed"))
+    again = teach_episode(model, tok, SPEC, _episode(), CFG, cache_root=moved, progress=False)
+    assert again.computed == 0 and again.key == first.key
+    _same(first.train + first.dev, again.train + again.dev)
+
+
+def test_entries_written_under_the_old_path_key_are_still_read(setup, monkeypatch):
+    model, tok, root = setup
+    first = teach_episode(model, tok, SPEC, _episode(), CFG, cache_root=root, progress=False)
+    manifest = json.loads((first.path / "manifest.json").read_text())
+    old = cache_mod.legacy_key(manifest["fields"])  # what ia2 keyed on before: names included
+    assert old != first.key
+    first.path.rename(root / old)
+    (root / old / "manifest.json").write_text(json.dumps(dict(manifest, key=old)))
+    monkeypatch.setattr(collect, "teach", lambda *a, **k: pytest.fail("recomputed"))
+    again = teach_episode(model, tok, SPEC, _episode(), CFG, cache_root=root, progress=False)
+    assert again.computed == 0 and again.key == old and again.path == root / old
+
+
+def test_two_processes_filling_one_entry_compute_it_once(tmp_path):
+    import multiprocessing
+
+    from cache_worker import fill
+
+    ctx = multiprocessing.get_context("spawn")
+    holding, ready, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    root = tmp_path / "cache"
+    first = ctx.Process(target=fill, args=(root, True, holding, ready, out))
+    first.start()
+    assert holding.wait(300), "the first process never started computing"
+    second = ctx.Process(target=fill, args=(root, False, holding, ready, out))
+    second.start()
+    results = dict((is_first, (computed, key)) for is_first, computed, key in
+                   (out.get(timeout=300) for _ in range(2)))
+    for p in (first, second):
+        p.join(60)
+        assert p.exitcode == 0
+    assert results[True][0] == 7 and results[False][0] == 0  # the second waited, then reused
+    assert results[True][1] == results[False][1]

@@ -71,14 +71,14 @@ def run(args) -> int:
         demo_spec = _demo_spec(spec, args.demo_task, args)
         demo_pool = make_episode(demo_spec, args.n, args.seed, args.data_dir,
                                  balanced=args.balanced).demo_pool
-    if args.adapter and not Path(args.adapter).is_dir():
-        raise IA2Error(f"adapter directory {args.adapter} does not exist")
-    adapter_id = adapter_identity(args.adapter)  # checks the directory before the model loads
+    if args.adapter:  # its files are checked before the model loads, its base model after
+        from ..methods.integrity import load_adapter, verify_adapter
+
+        verify_adapter(args.adapter)
+    adapter_id = adapter_identity(args.adapter)
     model, tok = load_model(args.model)
     if args.adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, args.adapter).eval()
+        model = load_adapter(model, args.adapter)
         setting = "adapter_icl" if k else "adapter"
     else:
         setting = "icl" if k else "zero_shot"

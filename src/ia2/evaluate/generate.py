@@ -139,11 +139,16 @@ def evaluate_generation(model, tokenizer, spec: TaskSpec, queries: Sequence[Exam
                         batch_size: int = 8, max_length: int | None = None,
                         progress: bool = False) -> GenerationScores:
     """Generate greedily for each query (after its demonstrations, if any: one list for every
-    query or one list per query, see `ia2.evaluate.icl.demos_per_query`) and score exact match."""
+    query or one list per query, see `ia2.evaluate.icl.demos_per_query`) and score exact match.
+    Prompt plus `spec.max_new_tokens` fit the context window (`max_length`, default the model's)
+    as in `evaluate_classification`: demonstrations are dropped, a query too long is an error."""
+    from ..models import context_window
+
     if spec.kind != "generation" or not spec.parser:
         raise IA2Error(f"task {spec.name} is not a generation task with an answer parser")
     per_query = demos_per_query(demos, len(queries))
-    prompts = [encode_prompt(tokenizer, spec, q, d, preset, max_length,
+    window = context_window(model, max_length)
+    prompts = [encode_prompt(tokenizer, spec, q, d, preset, window,
                              reserve=spec.max_new_tokens) for q, d in zip(queries, per_query)]
     gens = greedy_generate(model, tokenizer, [p.ids for p in prompts], spec.max_new_tokens,
                            spec.stop, batch_size, progress)
@@ -154,4 +159,5 @@ def evaluate_generation(model, tokenizer, spec: TaskSpec, queries: Sequence[Exam
     scores.metrics["n_demos"] = min((p.n_demos for p in prompts), default=0)
     scores.definitions["max_new_tokens"] = spec.max_new_tokens
     scores.definitions["stop"] = list(spec.stop)
+    scores.definitions["context_window"] = window
     return scores

@@ -192,15 +192,21 @@ def evaluate_classification(model, tokenizer, spec: TaskSpec, queries: Sequence[
                             progress: bool = False) -> ClassificationScores:
     """Score a classification task: with `demos` this is ICL (`demos`: one list for every
     query, or one list per query, see `demos_per_query`); without, zero-shot or an adapted
-    model."""
+    model. Every prompt fits the context window (`max_length`, default the model's): demonstrations
+    that do not fit are dropped (`n_demos` counts the fewest kept), a query that alone does not
+    fit is an IA2Error naming it."""
+    from ..models import context_window
+
     if spec.kind != "classification":
         raise IA2Error(f"task {spec.name} is a {spec.kind} task, not classification")
     per_query = demos_per_query(demos, len(queries))
-    prompts = [encode_prompt(tokenizer, spec, q, d, preset, max_length)
+    window = context_window(model, max_length)
+    prompts = [encode_prompt(tokenizer, spec, q, d, preset, window)
                for q, d in zip(queries, per_query)]
     logits = logits_for_prompts(model, prompts, batch_size, progress)
     scores = score_classification(logits, label_token_ids(tokenizer, spec, preset),
                                   [int(q.label) for q in queries], n_bins=n_bins,
                                   confidence=confidence, uids=[q.uid for q in queries])
     scores.metrics["n_demos"] = min((p.n_demos for p in prompts), default=0)
+    scores.definitions["context_window"] = window
     return scores

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..errors import IA2Error
@@ -26,13 +27,22 @@ ADAPTER_FILE = "adapter_model.safetensors"
 
 def lora_factors(adapter) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """module name -> (A, B) from a peft state dict (saved or in-memory, with or without the
-    adapter name) or from a directory / file holding `adapter_model.safetensors`."""
+    adapter name) or from a directory / file holding `adapter_model.safetensors` (a directory
+    is verified first, see `ia2.methods.integrity`)."""
     if isinstance(adapter, (str, os.PathLike)):
         path = Path(adapter)
-        path = path / ADAPTER_FILE if path.is_dir() else path
-        if not path.is_file():
-            raise IA2Error(f"{path}: no LoRA adapter weights here")
-        state = load_file(str(path))
+        weights = path / ADAPTER_FILE if path.is_dir() else path
+        if not weights.is_file():
+            raise IA2Error(f"{weights}: no LoRA adapter weights here")
+        if path.is_dir():
+            from ..methods.integrity import verify_adapter
+
+            verify_adapter(path)
+        path = weights
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise IA2Error(f"adapter file {path} is damaged ({str(e).splitlines()[0]})") from None
     else:
         state = adapter
     found: dict[str, dict[str, torch.Tensor]] = {}
@@ -82,6 +92,13 @@ def subspace_overlap(adapter_1, adapter_2, rank: int | None = None, of: str = "B
     """
     if of not in ("B", "update"):
         raise IA2Error(f"subspace of {of!r}: choose 'B' or 'update'")
+    if all(isinstance(a, (str, os.PathLike)) for a in (adapter_1, adapter_2)):
+        from ..methods.integrity import recorded_base
+
+        bases = [recorded_base(a) for a in (adapter_1, adapter_2) if Path(a).is_dir()]
+        if len(bases) == 2 and None not in bases and bases[0] != bases[1]:
+            raise IA2Error(f"adapters {adapter_1} and {adapter_2} were trained on different "
+                           f"base models ({bases[0]}, {bases[1]}): their subspaces do not compare")
     f1, f2 = lora_factors(adapter_1), lora_factors(adapter_2)
     shared = sorted(set(f1) & set(f2))
     if not shared:

@@ -4,6 +4,8 @@ followed by a target (the ground-truth answer or the teacher's ICL response).
 An item's aligned positions are those whose next-token prediction produces the target: the last
 query token and every target token but the last. The last target token is never an input, so the
 sequence is `special_prefix + query + target[:-1]` and position `start + t` predicts `target[t]`.
+That sequence must fit the model's context window (`max_length`): an example that does not is
+one IA2Error naming it; text is never cut (docs/reliability.md, "The context window").
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ class Item:
 def build_items(tokenizer, spec: TaskSpec, examples: Sequence[Example],
                 signals: Sequence[TeacherSignals] | None = None, target: Target = "icl",
                 activations: bool = False, topk: bool = False, preset: str = "natural",
-                full: bool = False) -> list[Item]:
+                full: bool = False, max_length: int | None = None) -> list[Item]:
     """One item per example. `target="icl"` trains on the teacher's response (signals needed);
-    `activations` / `topk` / `full` attach the teacher's tensors for IA2 / top-k KD / full KD."""
+    `activations` / `topk` / `full` attach the teacher's tensors for IA2 / top-k KD / full KD.
+    With `max_length` (the context window), an item longer than it is an error."""
     if target not in ("ground_truth", "icl"):
         raise IA2Error(f"unknown target {target!r} (choose ground_truth or icl)")
     needs_signals = target == "icl" or activations or topk or full
@@ -49,13 +52,18 @@ def build_items(tokenizer, spec: TaskSpec, examples: Sequence[Example],
     items = []
     for i, ex in enumerate(examples):
         sig = signals[i] if needs_signals else None
-        query = encode_prompt(tokenizer, spec, ex, (), preset).ids
+        query = encode_prompt(tokenizer, spec, ex, (), preset, max_length).ids
         if target == "icl":
             tgt = [int(t) for t in sig.response_ids.tolist()]
         else:
             tgt = list(encode_answer(tokenizer, spec, ex, preset))
         if not tgt:
             raise IA2Error(f"{spec.name}: example {ex.uid} has an empty {target} target")
+        if max_length is not None and len(query) + len(tgt) - 1 > max_length:
+            raise IA2Error(f"task {spec.name}: training example {ex.uid} needs "
+                           f"{len(query) + len(tgt) - 1} tokens (query {len(query)} + {target} "
+                           f"target {len(tgt)}), more than the context window allows "
+                           f"({max_length})")
         item = Item(ex.uid, query + tgt[:-1], len(query) - 1, tgt)
         if activations:
             item.activations = _checked(sig.activations, 3, ex.uid, "activations", len(tgt))

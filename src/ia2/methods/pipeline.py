@@ -9,15 +9,18 @@
     sft->ia2  the reverse
 
 A run directory holds: `adapter/` (PEFT format), `config.yaml`, `curves.json` + `curves.png`,
-`teacher.json` (the teacher cache key) and, written last, `run.json` (the run is finished).
+`teacher.json` (the teacher cache key) and, written last, `run.json` (the run is finished; it
+records the adapter files' sha256 and the base model's fingerprint, see `integrity`).
 Each stage trains under `stages/<i>-<loss>/`; a finished stage leaves its adapter and
-`stage.json` there, so an interrupted run resumes at the stage (and checkpoint) it reached.
+`stage.json` there, so an interrupted run resumes at the stage (and checkpoint) it reached, and
+says so. A run that finished no stage is replaced by a rerun with another config.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,8 +35,11 @@ from ..tasks.spec import Example, TaskSpec
 from ..teacher.signals import TeacherSignals
 from .adapters import AdapterConfig, attach
 from .data import Collator, ItemDataset, build_items
+from .integrity import adapter_record, base_fingerprint
 from .losses import ALIGNMENTS, KD_MODES
 from .trainer import Objective, StageResult, TrainConfig, train_stage
+
+log = logging.getLogger(__name__)
 
 METHODS = ("sft", "kd", "ia2", "ia2+sft", "ia2->sft", "sft->ia2")
 
@@ -124,10 +130,11 @@ def _plain(obj):
     return json.loads(json.dumps(dataclasses.asdict(obj), default=str))
 
 
-def _datasets(tokenizer, spec, data: TrainingData, stage: Stage, preset: str, kd: str = "full"):
+def _datasets(tokenizer, spec, data: TrainingData, stage: Stage, preset: str, kd: str = "full",
+              max_length: int | None = None):
     kw = dict(target=stage.target, activations=stage.loss in ("ia2", "ia2+sft"),
               topk=stage.loss == "kd" and kd == "topk", full=stage.loss == "kd" and kd == "full",
-              preset=preset)
+              preset=preset, max_length=max_length)
     return (ItemDataset(build_items(tokenizer, spec, data.train, data.train_signals, **kw)),
             ItemDataset(build_items(tokenizer, spec, data.dev, data.dev_signals, **kw)))
 
@@ -157,11 +164,19 @@ def _save_adapter(model, path: Path) -> None:
     tmp.rename(path)
 
 
-def _load_adapter(model, path: Path) -> None:
+def _load_adapter(model, path: Path) -> bool:
+    """Load a finished stage's weights; False when the file is damaged (the stage is redone)."""
     from peft import set_peft_model_state_dict
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")))
+    try:
+        state = load_file(str(path / "adapter_model.safetensors"))
+    except (SafetensorError, OSError) as e:
+        log.warning("%s: damaged (%s); training that stage again", path, str(e).splitlines()[0])
+        return False
+    set_peft_model_state_dict(model, state)
+    return True
 
 
 def plot_curves(curves: dict[str, dict], path: Path, title: str) -> None:
@@ -193,26 +208,76 @@ def finished(out_dir) -> bool:
     return (Path(out_dir) / "run.json").is_file()
 
 
+def _flat(doc: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in doc.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def differences(old: dict, new: dict, shared_only: bool = False) -> str:
+    """`key: old → new` for every (dotted) key whose value differs, comma-joined. With
+    `shared_only`, keys missing on either side are not differences (e.g. derived keys)."""
+    a, b = _flat(old), _flat(new)
+    keys = a.keys() & b.keys() if shared_only else a.keys() | b.keys()
+    unset = "(unset)"
+    return ", ".join(f"{k}: {a.get(k, unset)} → {b.get(k, unset)}" for k in sorted(keys)
+                     if a.get(k, unset) != b.get(k, unset))
+
+
+def check_finished(out_dir, config: RunConfig, extra: dict | None = None) -> None:
+    """A finished run in `out_dir` asked for again with a different config is an error naming
+    the keys that differ (only settings known without data: the config and `extra`)."""
+    path = Path(out_dir) / "config.yaml"
+    if not path.is_file():
+        return
+    asked = json.loads(json.dumps({**_plain(config), **(extra or {})}))
+    del asked["train"]["progress"]
+    diff = differences(yaml.safe_load(path.read_text()) or {}, asked, shared_only=True)
+    if diff:
+        raise IA2Error(f"{out_dir} holds a finished run with a different config ({diff}); "
+                       "pass --overwrite to retrain or choose another --out")
+
+
+def _stages_done(out: Path) -> list[str]:
+    return sorted(p.parent.name for p in out.glob("stages/*/stage.json"))
+
+
 def train_method(model, tokenizer, spec: TaskSpec, data: TrainingData, config: RunConfig, out_dir,
                  overwrite: bool = False, extra: dict | None = None,
                  keep_checkpoints: bool = False) -> RunResult:
     """Attach a fresh adapter to `model` (frozen) and train it with the method's stages.
 
-    A finished run in `out_dir` is returned as is unless `overwrite`; an unfinished one with the
-    same config resumes. `extra` (model, task, seed...) goes into config.yaml."""
+    A finished run in `out_dir` is returned as is unless `overwrite` (asked for with another
+    config, it is an error naming what differs); an unfinished one with the same config resumes,
+    with another config it is replaced if it finished no stage. `extra` (model, task, seed...)
+    goes into config.yaml."""
     out = Path(out_dir)
     state = _distributed()
     if finished(out) and not overwrite:
+        check_finished(out, config, extra)
         return RunResult(out, json.loads((out / "run.json").read_text())["stages"], trained=False)
     resolved = _resolved(config, data, extra or {})
     text = yaml.safe_dump(resolved, sort_keys=False)
-    if overwrite and out.exists():
+    old = out / "config.yaml"
+    replace = False
+    if not overwrite and old.is_file() and old.read_text() != text:
+        diff = differences(yaml.safe_load(old.read_text()) or {}, resolved) or "key order"
+        if _stages_done(out):
+            raise IA2Error(f"{out} holds an unfinished run with a different config ({diff}); "
+                           "choose another --out or pass --overwrite")
+        log.warning("%s: replacing an unfinished run that finished no stage (%s)", out, diff)
+        replace = True
+    elif old.is_file() and not overwrite and state.is_main_process:
+        log.warning("resuming %s (%s finished before)", out,
+                    ", ".join(_stages_done(out)) or "no stage")
+    if (overwrite or replace) and out.exists():
         if state.is_main_process:
             shutil.rmtree(out)
         state.wait_for_everyone()
-    elif (out / "config.yaml").is_file() and (out / "config.yaml").read_text() != text:
-        raise IA2Error(f"{out} holds an unfinished run with a different config; "
-                       "choose another --out or pass --overwrite")
     if needs_teacher(config) and data.train_signals is None:
         raise IA2Error(f"method {config.method} needs teacher signals")
     if needs_full_distribution(config) and any(
@@ -229,7 +294,12 @@ def train_method(model, tokenizer, spec: TaskSpec, data: TrainingData, config: R
             write_json(out / "teacher.json", data.teacher)
 
     from transformers import set_seed
+    from transformers.trainer_utils import get_last_checkpoint
 
+    from ..models import context_window
+
+    base = base_fingerprint(model)  # before the adapter is attached
+    window = context_window(model)
     set_seed(config.train.seed)  # the adapter's random init (LoRA's A) is part of the run
     model = attach(model, config.adapter)
     collator = Collator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
@@ -237,16 +307,21 @@ def train_method(model, tokenizer, spec: TaskSpec, data: TrainingData, config: R
     for i, stage in enumerate(stages(config), 1):
         name = f"{i}-{stage.loss}"
         sdir = out / "stages" / name
-        if (sdir / "stage.json").is_file():  # finished before an interruption: reuse its weights
-            _load_adapter(model, sdir / "adapter")
+        # finished before an interruption: reuse its weights
+        if (sdir / "stage.json").is_file() and _load_adapter(model, sdir / "adapter"):
             curves[name] = json.loads((sdir / "stage.json").read_text())
             continue
         objective = Objective(stage.loss, beta=config.beta, alignment=config.alignment,
                               site=data.site, layers=data.layers, kd=config.kd)
-        train_ds, dev_ds = _datasets(tokenizer, spec, data, stage, config.preset, config.kd)
+        train_ds, dev_ds = _datasets(tokenizer, spec, data, stage, config.preset, config.kd,
+                                     window)
+        ckpt = sdir / "checkpoints"
+        last = get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
+        if last and state.is_main_process:
+            log.warning("resuming %s: stage %s from %s", out, name, Path(last).name)
         lr = config.sft_lr if stage.sft_stage and config.sft_lr is not None else config.train.lr
-        result = train_stage(model, objective, train_ds, dev_ds, collator, config.train,
-                             sdir / "checkpoints", lr=lr)
+        result = train_stage(model, objective, train_ds, dev_ds, collator, config.train, ckpt,
+                             lr=lr)
         curves[name] = _stage_doc(stage, result, lr)
         if state.is_main_process:
             _save_adapter(model, sdir / "adapter")
@@ -260,7 +335,8 @@ def train_method(model, tokenizer, spec: TaskSpec, data: TrainingData, config: R
         if not keep_checkpoints:
             for sdir in (out / "stages").iterdir():
                 shutil.rmtree(sdir / "checkpoints", ignore_errors=True)
-        write_json(out / "run.json", {"finished": True, "method": config.method, "stages": curves})
+        write_json(out / "run.json", {"finished": True, "method": config.method, "stages": curves,
+                                      **adapter_record(out / "adapter", base)})
     state.wait_for_everyone()
     return RunResult(out, curves, trained=True, model=model)
 
@@ -290,7 +366,8 @@ def run_episode(model_name: str, task: str, config: RunConfig, n: int, seed: int
     out = Path(out_dir) if out_dir else default_out_dir(model_name, task, config.method, n, seed,
                                                          config.train.lr)
     if finished(out) and not overwrite:
-        return train_method(None, None, None, None, config, out)
+        return train_method(None, None, None, None, config, out,
+                            extra={"model": model_name, "task": task, "n": n, "seed": seed})
     spec = get_task(task, **(task_options or {}))
     episode = make_episode(spec, n, seed, data_dir=data_dir, max_demos=max_demos,
                            balanced=balanced)

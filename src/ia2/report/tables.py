@@ -20,21 +20,64 @@ def headline(row: dict) -> float | None:
     return m.get("label_set_accuracy", m.get("exact_match"))
 
 
-def collect(rows: list[dict]) -> dict:
-    """{(task, n): {eval_task: {method: {"acc": [...], "ece": [...], "seeds": [...]}}}}.
+# One value per run identity. The adapter is not part of it (a retrained adapter is the same
+# run evaluated again), except for ad-hoc `ia2 eval` rows, which have no method to name them by.
+IDENTITY = ("model", "task", "method", "n", "seed", "lr", "beta", "eval_task", "setting")
+
+
+def _newest_first(rows: list[dict]) -> list[dict]:
+    return sorted(rows, key=lambda r: (r.get("created") or "", r.get("key") or ""), reverse=True)
+
+
+def _who(r: dict) -> str:
+    extra = "".join(f" {k} {r[k]:g}" for k in ("lr", "beta") if r.get(k) is not None)
+    return (f"{r['task']}→{r['eval_task']} {LABELS.get(r['method'], r['method'])} N={r['n']} "
+            f"seed {r['seed']}{extra} ({r.get('setting')})")
+
+
+def latest(rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """The newest row of each run identity (IDENTITY), and one note per identity stored more
+    than once (a retrained or changed adapter evaluated again)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        ident = tuple(r.get(k) for k in IDENTITY)
+        if r.get("method") is None:
+            ident += (r.get("adapter"),)
+        groups.setdefault(ident, []).append(r)
+    kept, notes = [], []
+    for group in groups.values():
+        newest = _newest_first(group)
+        kept.append(newest[0])
+        if len(group) > 1:
+            notes.append(f"{_who(newest[0])}: {len(group)} evaluations stored (a retrained or "
+                         f"changed adapter); the newest ({newest[0].get('created')}) is shown")
+    return kept, notes
+
+
+def collect(rows: list[dict], notes: list[str] | None = None) -> dict:
+    """{(task, n): {eval_task: {method: {"acc": [...], "ece": [...], "seeds": [...]}}}}, one
+    value per distinct seed: the newest row of each run identity (`latest`), and where one seed
+    still has several (another lr, β or setting) the newest of them. What was left out is
+    appended to `notes`.
 
     Zero-shot rows (no N) are shown under every N of their task."""
+    rows, dropped = latest(rows)
     ns = defaultdict(set)
     for r in rows:
         if r["n"] is not None:
             ns[r["task"]].add(r["n"])
     out: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
-    for r in rows:
+    for r in _newest_first(rows):
         for n in ([r["n"]] if r["n"] is not None else sorted(ns[r["task"]]) or [None]):
             cell = out[(r["task"], n)][r["eval_task"]][r["method"]]
+            if r["seed"] in cell["seeds"]:  # never a spread that is not over seeds
+                dropped.append(f"{_who(r)}: left out, a newer row of the same seed is shown")
+                continue
             cell["acc"].append(headline(r))
             cell["ece"].append(r["metrics"].get("ece"))
             cell["seeds"].append(r["seed"])
+    if notes is not None:
+        notes += dropped
     return out
 
 

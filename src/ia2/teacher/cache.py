@@ -3,15 +3,18 @@
 An entry is a directory named by the sha256 of everything that determines its contents, holding
 safetensors shards of SHARD_SIZE examples and a JSON manifest. Shards are written atomically,
 then recorded (with their sha256) in the manifest, also atomically: an interrupted collection
-resumes at the first unrecorded shard, and a shard whose bytes do not match is rebuilt.
+resumes at the first unrecorded shard, and a shard whose bytes do not match is rebuilt. One
+process at a time fills an entry (a lock on `<entry>/.lock`); another waits, then reads it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -67,8 +70,15 @@ def _json_sha256(obj) -> str:
     return hashlib.sha256(json.dumps(obj).encode()).hexdigest()
 
 
+# Recorded in the manifest but not keyed: a model's or tokenizer's name is often its path, and
+# moving the model or the cache must keep the cache. The weights fingerprint, the tokenizer's
+# size and the prompts' token ids stand for them.
+UNKEYED = (("model", "name"), ("tokenizer", "name"))
+
+
 def cache_fields(model, tokenizer, spec, episode, config, items, eos, label_ids) -> dict:
-    """Everything that determines the teacher signals of an episode, JSON-serialisable."""
+    """Everything that determines the teacher signals of an episode, JSON-serialisable (the
+    names in UNKEYED are recorded, not keyed)."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     cfg = inner.config
     fields = {
@@ -103,6 +113,14 @@ def cache_fields(model, tokenizer, spec, episode, config, items, eos, label_ids)
 
 
 def cache_key(fields: dict) -> str:
+    keyed = {k: dict(v) if isinstance(v, dict) else v for k, v in fields.items()}
+    for group, name in UNKEYED:
+        keyed.get(group, {}).pop(name, None)
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
+
+
+def legacy_key(fields: dict) -> str:
+    """The key ia2 used before names were unkeyed: entries stored under it are still read."""
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
@@ -116,7 +134,11 @@ class TeacherCache:
     def __init__(self, fields: dict, items: list[dict], root: str | Path | None = None):
         self.fields, self.items = fields, items
         self.key = cache_key(fields)
-        self.path = Path(root if root is not None else cache_dir() / "teacher") / self.key
+        root = Path(root if root is not None else cache_dir() / "teacher")
+        self.path = root / self.key
+        old = root / legacy_key(fields)
+        if not (self.path / "manifest.json").is_file() and (old / "manifest.json").is_file():
+            self.key, self.path = old.name, old  # an entry written by an older ia2
         self.manifest_path = self.path / "manifest.json"
         self.n_shards = (len(items) + SHARD_SIZE - 1) // SHARD_SIZE
 
@@ -179,10 +201,32 @@ class TeacherCache:
         return {"file": file, "sha256": file_sha256(path), "bytes": path.stat().st_size,
                 "items": [self._shard_items(s)[0], self._shard_items(s)[-1] + 1]}
 
+    @contextmanager
+    def _claimed(self):
+        """Hold `<entry>/.lock` exclusively; a process that finds it held waits. Where no lock
+        file can be made (a read-only cache), go on without one."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            f = open(self.path / ".lock", "a")
+        except OSError:
+            yield
+            return
+        with f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.warning("teacher cache %s: another process is filling it; waiting", self.path)
+                fcntl.flock(f, fcntl.LOCK_EX)
+            yield  # closing the file releases the lock, also if the process dies
+
     def load_or_build(self, build: Callable[[list[int], object], list[TeacherSignals]],
                       progress=None) -> tuple[list[TeacherSignals], int]:
         """All signals in item order, and how many examples had to be computed.
         `build(indices, progress)` computes the signals of the given items."""
+        with self._claimed():
+            return self._load_or_build(build, progress)
+
+    def _load_or_build(self, build, progress) -> tuple[list[TeacherSignals], int]:
         manifest = self._read_manifest()
         signals: list[TeacherSignals] = []
         computed = 0
