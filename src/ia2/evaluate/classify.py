@@ -80,7 +80,22 @@ def score_classification(logits: torch.Tensor, label_ids: list[int], labels, n_b
         }
         for i in range(q)
     ]
-    conf, ok = (set_conf, set_ok) if confidence == "label_set" else (top1_p.numpy(), top1_ok)
+    metrics, definitions = classification_metrics(records, n_bins, binning, confidence)
+    return ClassificationScores(records, metrics, definitions)
+
+
+def classification_metrics(records: list[dict], n_bins: int = 15, binning: str = "equal_mass",
+                           confidence: str = "label_set") -> tuple[dict, dict]:
+    """(metrics, definitions) of scored records: what `score_classification` reports, from its
+    records alone (so slices scored apart, e.g. by several processes, can be joined)."""
+    q = len(records)
+    y = np.array([r["label"] for r in records], dtype=np.int64)
+    label_probs = np.array([r["label_probs"] for r in records], dtype=np.float64)
+    set_ok = np.array([r["label_set_correct"] for r in records])
+    top1_ok = np.array([r["top1_correct"] for r in records])
+    key = "label_set_confidence" if confidence == "label_set" else "top1_confidence"
+    conf = np.array([r[key] for r in records], dtype=np.float64)
+    ok = set_ok if confidence == "label_set" else top1_ok
     cal = calibration_report(conf, ok, label_probs, y, n_bins=n_bins, binning=binning,
                              confidence_kind=confidence)
     metrics = {
@@ -100,4 +115,4 @@ def score_classification(logits: torch.Tensor, label_ids: list[int], labels, n_b
         "calibration": cal.definitions.__dict__,
         "reliability": [b.__dict__ for b in cal.bins],
     }
-    return ClassificationScores(records, metrics, definitions)
+    return metrics, definitions

@@ -126,12 +126,16 @@ def score_generation(parser: str, texts: Sequence[str], golds: Sequence[str],
         records.append({"uid": None if uids is None else uids[i], "text": text,
                         "parsed": parsed, "gold": str(gold),
                         "correct": answers_match(parser, parsed, str(gold))})
-    n = len(records)
-    metrics = {"exact_match": sum(r["correct"] for r in records) / n,
-               "parsed_rate": sum(r["parsed"] is not None for r in records) / n, "n": n}
     definitions = {"exact_match": f"parser {parser!r}: parsed answer equals the normalised gold",
                    "decoding": "greedy, cut before the first stop string"}
-    return GenerationScores(records, metrics, definitions)
+    return GenerationScores(records, generation_metrics(records), definitions)
+
+
+def generation_metrics(records: list[dict]) -> dict:
+    """Exact match and parse rate of scored records (slices scored apart can be joined)."""
+    n = len(records)
+    return {"exact_match": sum(r["correct"] for r in records) / n,
+            "parsed_rate": sum(r["parsed"] is not None for r in records) / n, "n": n}
 
 
 def evaluate_generation(model, tokenizer, spec: TaskSpec, queries: Sequence[Example],

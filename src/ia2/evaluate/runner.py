@@ -24,12 +24,14 @@ from typing import Sequence
 import numpy as np
 
 from .. import validate
+from ..distributed import barrier, is_main
 from ..errors import IA2Error
 from ..store import SETTINGS
 from ..tasks.spec import Example, TaskSpec
 from .classify import CONFIDENCES
 from .generate import evaluate_generation
 from .icl import evaluate_classification
+from .parallel import score_parallel
 
 DEMO_MODES = ("per_query", "shared")
 
@@ -167,7 +169,9 @@ def evaluate_setting(model, tokenizer, spec: TaskSpec, queries: Sequence[Example
     per_set, scored = [], []
     with ctx:
         for demos in draws:
-            metrics, definitions, recs = _score(model, tokenizer, spec, queries, demos, config)
+            # under torchrun each process scores a slice (ia2.evaluate.parallel)
+            metrics, definitions, recs = score_parallel(_score, model, tokenizer, spec, queries,
+                                                        demos, config)
             per_set.append(metrics)
             scored.append((definitions, recs))
     definitions, records = scored[0]  # records and reliability bins: those of the first set
@@ -222,5 +226,7 @@ def evaluate_and_store(store, model, tokenizer, spec: TaskSpec, queries: Sequenc
                            demo_spec, seed)
     row = dict(ident, key=key, metrics=dict(out["metrics"], per_set=out["per_set"]),
                definitions=out["definitions"])
-    store.add(row, overwrite=force)
+    if is_main():  # every process holds the same numbers; one writes them
+        store.add(row, overwrite=force)
+    barrier()
     return store.get(key)

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria
 
 from .. import validate
+from ..distributed import load_or_build
 from ..errors import IA2Error
 from .capture import Capture
 from .signals import TeacherSignals
@@ -298,7 +299,8 @@ def teach_episode(model, tokenizer, spec, episode, config: TeacherConfig | None 
                      progress=bar)
 
     with tqdm(total=len(items), desc=f"teacher {spec.name}", unit="ex", disable=not progress) as bar:
-        signals, computed = cache.load_or_build(build, bar)
+        # under torchrun each process builds a slice; rank 0 writes the cache (ia2.distributed)
+        signals, computed = load_or_build(cache, build, bar)
     n_train = len(episode.train)
     return TeacherSet(signals[:n_train], signals[n_train:], cache.key, cache.path, config,
                       cache.items, computed)
