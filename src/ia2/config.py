@@ -15,6 +15,7 @@ adapter: {kind: lora, r: 8, alpha: 8}               # ia2.methods.adapters.Adapt
 train: {epochs: 50, patience: 5}                     # ia2.methods.trainer.TrainConfig
 eval: {size: 500}                                   # ia2.evaluate.runner.EvalConfig
 analysis: {asim: true, subspace: true}
+runtime: {device: auto, dtype: auto}                 # ia2.runtime.Runtime (docs/gpus.md)
 ```
 Unknown keys are errors (a typo must not silently fall back to a default).
 """
@@ -37,6 +38,7 @@ from .methods.losses import ALIGNMENTS, KD_MODES
 from .methods.pipeline import METHODS
 from .methods.trainer import TrainConfig
 from .models import DEFAULT_MODEL
+from .runtime import Runtime
 from .teacher.collect import TeacherConfig
 
 BASELINES = ("zero_shot", "icl")
@@ -75,6 +77,7 @@ class ExperimentConfig:
     model: str = DEFAULT_MODEL
     out: str | None = None  # default runs/<name>
     data_dir: str | None = None
+    source: str = "local"  # task data: local files (data_dir) or the hub (`datasets`, online)
     preset: str = "natural"
     methods: tuple[str, ...] = ("sft", "ia2", "ia2->sft")
     baselines: tuple[str, ...] = BASELINES
@@ -92,6 +95,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    runtime: Runtime = field(default_factory=Runtime)  # device, dtype, attention, memory
 
     def __post_init__(self):
         bad = [m for m in self.methods if m not in METHODS]
@@ -105,6 +109,7 @@ class ExperimentConfig:
         if not self.tasks or not self.n or not self.seeds or not self.lr:
             raise IA2Error("experiment: tasks, n, seeds and lr must each name at least one value")
         validate.choice("sft_labels", self.sft_labels, ("ground_truth", "icl"))
+        validate.choice("source", self.source, ("local", "hub"))
         validate.choice("alignment", self.alignment, ALIGNMENTS)
         validate.each(validate.integer, "n", self.n, low=2)  # one example and one demonstration
         validate.each(validate.seed, "seeds", self.seeds)
@@ -190,6 +195,10 @@ def check_inputs(config: ExperimentConfig) -> None:
         for name in [entry.task, *(spec.ood if entry.ood is None else entry.ood)]:
             ev = get_task(name, **options.get(name, {}))
             ev.template(config.preset)
+            if config.source == "hub":  # read online at run time: only its hub id is known now
+                if not ev.source.hub:
+                    raise IA2Error(f"task {ev.name} has no hub dataset (use source: local)")
+                continue
             for split in ["eval"] + (["train"] if trains and name == entry.task else []):
                 rel = ev.source.files.get(split)
                 if rel is None:

@@ -123,19 +123,23 @@ class Study:
         from .episodes import make_episode
 
         return make_episode(self.spec(task), n, seed, self.config.data_dir,
-                            self.config.max_demos, self.config.eval.size, self.config.balanced)
+                            self.config.max_demos, self.config.eval.size, self.config.balanced,
+                            self.config.source)
 
     @lru_cache(maxsize=32)
     def queries(self, task: str):
         from .episodes import eval_set
 
-        return eval_set(self.spec(task), self.config.data_dir, self.config.eval.size)
+        return eval_set(self.spec(task), self.config.data_dir, self.config.eval.size,
+                        self.config.source)
 
     def model(self):
-        """A fresh base model: training attaches adapters in place, so each run gets its own."""
+        """A fresh base model: training attaches adapters in place, so each run gets its own.
+        Placed by the study's runtime, resolved at the first load (a dry run resolves none)."""
         from .models import load_model
 
-        return load_model(self.config.model)
+        self._runtime = getattr(self, "_runtime", None) or self.config.runtime.resolve()
+        return load_model(self.config.model, self._runtime)
 
     # --- baselines ---------------------------------------------------------------------------
     def run_baseline(self, group: Group, store, bar) -> None:
@@ -177,6 +181,7 @@ class Study:
         from .methods.integrity import adapter_problem
         from .methods.pipeline import (RunConfig, TrainingData, check_finished, finished,
                                        needs_full_distribution, needs_teacher, train_method)
+        from .runtime import runtime_of
         from .teacher.collect import teach_episode
 
         config, out = self.run_config(unit), unit.run_dir(self.out)
@@ -205,6 +210,8 @@ class Study:
         extra = {"model": self.config.model, "model_fingerprint": model.ia2_fingerprint,
                  "task": unit.task, "n": unit.n, "seed": unit.seed,
                  "episode": episode_fingerprint(episode)}
+        if (dtype := runtime_of(model).dtype) != "fp32":  # recorded; fp32 runs keep their configs
+            extra["dtype"] = dtype
         return train_method(model, tok, spec, data, config, out, extra=extra,
                             overwrite=bool(damaged))
 
@@ -322,41 +329,11 @@ class Study:
                                       "adapters": ids, "modules": per})
 
 
-# Rough costs measured on gemma-3-270m with 2 CPU cores (demo config): for --dry-run only.
-SECONDS_PER_STEP = 1.2  # one optimizer step of batch 4 plus its share of dev evaluations
-SECONDS_PER_QUERY = 0.06  # one scored evaluation query (with or without a shared demo prefix)
-# Per-query demonstrations have no prefix to reuse: each query's prompt is read whole, about
-# k + 1 query lengths (an estimate, not a measurement).
-
-
 def cost(config: ExperimentConfig, work: list[Group]) -> dict:
-    """What --dry-run prints: counts of the study's work, an upper bound on optimizer steps
-    (every run to its epoch limit) and a rough time from the constants above."""
-    from .methods.pipeline import RunConfig, stages
+    """What --dry-run prints: counts of the work, GPU hours and FLOPs (`ia2.estimate`)."""
+    from .estimate import study_cost
 
-    evals = trains = steps = queries = 0
-    study = Study(config)
-    for g in work:
-        n_eval = len(study.eval_tasks(g.task))
-        sets = 1
-        if g.kind == "icl":
-            ev = study.eval_config(g.n)
-            sets = ev.icl_sets if ev.icl_demos == "shared" else ev.icl_k + 1
-        if g.kind == "method":
-            runs = len(units(config, g))
-            per_epoch = -(-g.n // config.train.batch_size)
-            trains += runs
-            steps += runs * config.train.epochs * per_epoch * len(stages(RunConfig(method=g.method)))
-            evals += n_eval * len(config.seeds)
-            queries += n_eval * len(config.seeds) * config.eval.size
-        else:
-            evals += n_eval
-            queries += n_eval * sets * config.eval.size
-    episodes = {(g.task, g.n, s) for g in work if g.kind == "method" for s in config.seeds}
-    hours = (steps * SECONDS_PER_STEP + queries * SECONDS_PER_QUERY) / 3600
-    return {"groups": len(work), "teacher_episodes": len(episodes), "training_runs": trains,
-            "evaluations": evals, "max_steps": steps, "eval_queries": queries,
-            "max_hours_gemma_cpu": round(hours, 1)}
+    return study_cost(config, work)
 
 
 def run_study(config: ExperimentConfig, shard_spec: str | None = None, dry_run: bool = False,
@@ -370,7 +347,9 @@ def run_study(config: ExperimentConfig, shard_spec: str | None = None, dry_run: 
         for g in work:
             extra = f"  ({len(units(config, g))} training runs)" if g.kind == "method" else ""
             print(f"{g.key}{extra}")
-        print("; ".join(f"{k}={v}" for k, v in counts.items()))
+        from .estimate import dry_run_lines
+
+        print("\n".join(dry_run_lines(counts)))
         return config.out_dir
     study = Study(config)
     study.out.mkdir(parents=True, exist_ok=True)

@@ -171,29 +171,44 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
     return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
-def load_model(name: str = DEFAULT_MODEL, dtype=None,
-               trust_remote_code: bool = False, attn_implementation: str | None = "eager"):
-    """(model in eval mode, tokenizer). `model.ia2_fingerprint` identifies the weights for caches.
+def load_model(name: str = DEFAULT_MODEL, runtime=None, *, dtype=None,
+               trust_remote_code: bool = False, attn_implementation: str | None = None):
+    """(model in eval mode, tokenizer), placed once on the runtime's device in its dtype with its
+    attention implementation (`ia2.runtime.Runtime`; default `auto`: the CPU in fp32 with eager
+    attention unless there is a GPU). `dtype` / `attn_implementation` override the runtime's.
+    `model.ia2_fingerprint` identifies the weights for caches; `model.ia2_runtime` is the
+    resolved runtime every later stage reads."""
+    from dataclasses import replace
 
-    Eager attention by default: exact on CPU, and what Gemma 3 recommends."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dtype = dtype or torch.float32
+    from .runtime import Runtime, dtype_name
+
+    runtime = runtime or Runtime()
+    if dtype is not None:
+        runtime = replace(runtime, dtype=dtype_name(dtype))
+    if attn_implementation is not None:
+        runtime = replace(runtime, attn_implementation=attn_implementation)
+    runtime = runtime.resolve()  # before anything is installed or read
     path, fingerprint = resolve(name)
+    placement = {} if runtime.device == "cpu" else {"device_map": {"": runtime.device}}
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, trust_remote_code=trust_remote_code,
-            attn_implementation=attn_implementation)
+            path, dtype=runtime.torch_dtype, trust_remote_code=trust_remote_code,
+            attn_implementation=runtime.attn_implementation, **placement)
     except OSError as e:
         raise IA2Error(f"could not load model {name!r}: {str(e).splitlines()[0]}") from None
+    except (ImportError, ValueError) as e:  # e.g. an attention implementation this model lacks
+        raise IA2Error(f"could not load model {name!r} with {runtime.describe()}: "
+                       f"{str(e).splitlines()[0]}") from None
     if fingerprint.startswith("hub:") and getattr(model.config, "_commit_hash", None):
         fingerprint += "@" + model.config._commit_hash
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token  # batching needs one; masks keep it out of every number
     model.ia2_fingerprint = fingerprint
     model.ia2_name = name
+    model.ia2_runtime = runtime
     return model.eval(), tok
 
 

@@ -1,5 +1,6 @@
-"""Options several sub-commands share, so a study's task settings can be given on the command
-line: `--task-option KEY=VALUE` (a study's `options:`) and `--balanced` (its `balanced:`)."""
+"""Options several sub-commands share, so a study's settings can be given on the command line:
+`--task-option KEY=VALUE` (a study's `options:`), `--balanced` (its `balanced:`) and the runtime
+flags `--device`, `--dtype`, `--attn-implementation`, ... (its `runtime:`)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,39 @@ def task_spec(name: str, args, **extra):
             raise IA2Error(f"{key} is given twice, as {options[key]!r} and {value!r}")
         options[key] = value
     return get_task(name, **options)
+
+
+RUNTIME_FLAGS = ("device", "dtype", "attn_implementation", "token_budget",
+                 "gradient_checkpointing")
+
+
+def add_runtime_options(parser, training: bool = False, batching: bool = True) -> None:
+    """Where and how the model runs (ia2.runtime.Runtime, docs/gpus.md). Unset flags keep the
+    default (`auto`) or, for `ia2 run`, the study's `runtime:`."""
+    from ..runtime import ATTENTION, DTYPES
+
+    parser.add_argument("--device", default=None,
+                        help="auto (a GPU when there is one; default), cpu, cuda or cuda:N")
+    parser.add_argument("--dtype", choices=DTYPES, default=None,
+                        help="the model's dtype: auto (bf16 on a GPU that has it, fp32 on the "
+                             "CPU; default), bf16, fp16 or fp32")
+    parser.add_argument("--attn-implementation", choices=ATTENTION, default=None,
+                        help="auto (sdpa on a GPU, eager on the CPU; default), eager, sdpa, "
+                             "flash_attention_2")
+    if batching:
+        parser.add_argument("--token-budget", type=int, default=None, metavar="TOKENS",
+                            help="teacher/evaluation batches hold at most this many padded "
+                                 "tokens (the batch size stays the cap)")
+    if training:
+        parser.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                            help="recompute activations in the backward pass (less memory)")
+
+
+def runtime_from_args(args, base=None):
+    """`base` (default: all `auto`) with the runtime flags that were given."""
+    from dataclasses import replace
+
+    from ..runtime import Runtime
+
+    given = {k: getattr(args, k) for k in RUNTIME_FLAGS if getattr(args, k, None) is not None}
+    return replace(base or Runtime(), **given)

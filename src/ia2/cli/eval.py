@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import IA2Error
-from .common import add_task_options, task_spec
+from .common import add_runtime_options, add_task_options, runtime_from_args, task_spec
 
 DEMO_MODES = ("per_query", "shared")  # ia2.evaluate.runner.DEMO_MODES (not imported: torch)
 N_MINUS_1 = -1  # `--icl` without K
@@ -37,6 +37,7 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="recompute even if stored")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     add_task_options(p)  # settings of --task and of the demonstrations' task
+    add_runtime_options(p)
     p.set_defaults(func=run)
 
 
@@ -60,6 +61,7 @@ def run(args) -> int:
     from ..store import ResultsStore
 
     spec = task_spec(args.task, args)
+    runtime = runtime_from_args(args).resolve()  # before any file is read
     if args.icl < 0 and args.icl != N_MINUS_1:
         raise IA2Error(f"--icl takes K >= 0, not {args.icl}")
     k = args.n - 1 if args.icl == N_MINUS_1 else args.icl
@@ -76,7 +78,7 @@ def run(args) -> int:
 
         verify_adapter(args.adapter)
     adapter_id = adapter_identity(args.adapter)
-    model, tok = load_model(args.model)
+    model, tok = load_model(args.model, runtime)
     if args.adapter:
         model = load_adapter(model, args.adapter)
         setting = "adapter_icl" if k else "adapter"

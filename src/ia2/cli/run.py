@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .common import add_runtime_options, runtime_from_args
+
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="run a study from a YAML config (resumable)")
@@ -10,6 +12,7 @@ def register(sub) -> None:
     p.add_argument("--shard", metavar="I/N", help="run a deterministic 1/N of the grid (0-based I)")
     p.add_argument("--out", help="override the config's output directory")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    add_runtime_options(p, training=True)  # override the study's runtime:
     p.set_defaults(func=run)
 
 
@@ -20,6 +23,9 @@ def run(args) -> int:
     config = load_experiment(args.config)
     if args.out:
         config.out = args.out
+    config.runtime = runtime_from_args(args, config.runtime)
+    if not args.dry_run:  # a runtime this machine cannot give fails before anything is written
+        config.runtime.resolve()
     out = run_study(config, args.shard, args.dry_run)
     if args.dry_run or args.no_report:
         return 0

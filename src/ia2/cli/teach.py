@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import IA2Error
 from ..teacher.sites import SITES
-from .common import add_task_options, task_spec
+from .common import add_runtime_options, add_task_options, runtime_from_args, task_spec
 
 
 def _layers(text: str) -> tuple[int, ...]:
@@ -25,8 +25,9 @@ def register(sub) -> None:
     p.add_argument("--site", choices=SITES, default="attn", help="activation site (default attn)")
     p.add_argument("--layers", default=None, help="comma-separated layer indices (default: all)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="response budget G (default: the task's)")
-    p.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16",
-                   help="storage dtype of the activations and full log-probs (default fp16)")
+    p.add_argument("--storage-dtype", choices=("fp16", "bf16", "fp32"), default="fp16",
+                   help="dtype the activations and full log-probs are cached in (default fp16; "
+                        "--dtype is the model's)")
     p.add_argument("--topk", type=int, default=20, help="teacher top-k log-probs kept (default 20)")
     p.add_argument("--full-distribution", action="store_true",
                    help="also keep the full next-token log-probs (V per aligned position, in "
@@ -40,6 +41,7 @@ def register(sub) -> None:
     p.add_argument("--data-dir", default=None, help="benchmark data directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_task_options(p)
+    add_runtime_options(p)
     p.set_defaults(func=run)
 
 
@@ -58,12 +60,12 @@ def run(args) -> int:
     config = TeacherConfig(
         site=args.site, layers=_layers(args.layers) if args.layers else None,
         max_new_tokens=args.max_new_tokens, topk=args.topk, batch_size=args.batch_size,
-        dtype=args.dtype, constrain_to_labels=args.constrain_to_labels, preset=args.preset,
+        dtype=args.storage_dtype, constrain_to_labels=args.constrain_to_labels, preset=args.preset,
         full_distribution=args.full_distribution)
     spec = task_spec(args.task, args)
     episode = make_episode(spec, args.n, args.seed, data_dir=args.data_dir,
                            max_demos=args.max_demos, balanced=args.balanced)
-    model, tokenizer = load_model(args.model)
+    model, tokenizer = load_model(args.model, runtime_from_args(args))
     tset = teach_episode(model, tokenizer, spec, episode, config, cache_root=args.out,
                          progress=not args.no_progress)
     status = "cached" if tset.computed == 0 else f"computed {tset.computed} examples"

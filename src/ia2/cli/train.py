@@ -9,7 +9,8 @@ from ..methods.losses import ALIGNMENTS, KD_MODES
 from ..methods.pipeline import METHODS, RunConfig, run_episode
 from ..methods.trainer import TrainConfig
 from ..models import DEFAULT_MODEL
-from .common import add_task_options, parse_task_options
+from .common import (add_runtime_options, add_task_options, parse_task_options,
+                     runtime_from_args)
 
 
 def register(sub) -> None:
@@ -40,6 +41,7 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="retrain even if the run is finished")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_task_options(p)
+    add_runtime_options(p, training=True)
     p.set_defaults(func=run)
 
 
@@ -64,9 +66,11 @@ def run(args) -> int:
     options = parse_task_options(args.task_options)
     get_task(args.task, **options)
     check_name(args.model)
+    runtime = runtime_from_args(args).resolve()
     result = run_episode(args.model, args.task, config, args.n, args.seed, out_dir=args.out,
                          data_dir=args.data_dir, overwrite=args.overwrite,
-                         max_demos=args.max_demos, task_options=options, balanced=args.balanced)
+                         max_demos=args.max_demos, task_options=options, balanced=args.balanced,
+                         runtime=runtime)
     if PartialState().is_main_process:
         verb = "trained" if result.trained else "already finished (pass --overwrite to retrain)"
         for name, stage in result.stages.items():

@@ -52,8 +52,9 @@ def score_classification(logits: torch.Tensor, label_ids: list[int], labels, n_b
     if (y.min() < 0 or y.max() >= len(label_ids)):
         raise IA2Error(f"labels must be in [0, {len(label_ids)})")
 
-    # float64 softmax: confidences near 1 and tiny label probabilities both matter here
-    logp = torch.log_softmax(logits.detach().double(), dim=-1)
+    # float64 softmax on the CPU: confidences near 1 and tiny label probabilities both matter
+    # here, whatever the model's dtype and device
+    logp = torch.log_softmax(logits.detach().to("cpu", torch.float64), dim=-1)
     top1_p, top1_tok = logp.exp().max(dim=-1)
     ids = torch.tensor(label_ids)
     label_logp = logp[:, ids]

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from ..errors import IA2Error
+from ..runtime import runtime_of, token_batches
 from ..tasks.parsers import answers_match, parse_answer
 from ..tasks.prompts import encode_prompt
 from ..tasks.spec import Example, TaskSpec
@@ -70,8 +71,10 @@ def _finish(tokenizer, row: list[int], eos: list[int], stops: Sequence[str]) -> 
 
 def greedy_generate(model, tokenizer, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                     stop: Sequence[str] = ("\n\n",), batch_size: int = 8,
-                    progress: bool = False) -> list[Generation]:
-    """Greedy continuations of token-id prompts, in input order."""
+                    progress: bool = False, token_budget: int | None = None) -> list[Generation]:
+    """Greedy continuations of token-id prompts, in input order. Batches hold at most
+    `batch_size` prompts and, with a token budget (default: the model's runtime's), at most
+    that many tokens counting each row's prompt width plus `max_new_tokens`."""
     if max_new_tokens < 1:
         raise IA2Error(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if any(len(p) == 0 for p in prompts):
@@ -82,12 +85,15 @@ def greedy_generate(model, tokenizer, prompts: Sequence[Sequence[int]], max_new_
                               pad_token_id=pad, eos_token_id=eos or None)
     device = next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less padding
+    if token_budget is None:
+        token_budget = runtime_of(model).token_budget
+    batches = token_batches(order, [len(p) for p in prompts], batch_size, token_budget,
+                            extra=max_new_tokens)
     out: list[Generation | None] = [None] * len(prompts)
     was_training = model.training
     model.eval()
     try:
-        for b in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress):
-            idx = order[b : b + batch_size]
+        for idx in tqdm(batches, desc="generate", disable=not progress):
             rows = [list(prompts[i]) for i in idx]
             width = max(len(r) for r in rows)
             ids = torch.full((len(rows), width), pad, dtype=torch.long)

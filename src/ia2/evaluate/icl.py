@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 
 from ..errors import IA2Error
+from ..runtime import runtime_of, token_batches
 from ..tasks.prompts import PromptIds, encode_prompt, label_token_ids
 from ..tasks.spec import Example, TaskSpec
 from .classify import ClassificationScores, score_classification
@@ -70,18 +71,27 @@ def _batch_view(cache: DynamicCache, batch: int) -> DynamicCache:
     return view
 
 
-def _batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+def _batches(lengths: list[int], batch_size: int, token_budget: int | None = None,
+             extra: int = 0) -> list[list[int]]:
     # Similar lengths together means little padding; results are put back in input order.
+    # With a token budget a batch also holds at most that many (padded + `extra`) tokens.
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return token_batches(order, lengths, batch_size, token_budget, extra)
+
+
+def _budget(model, token_budget: int | None) -> int | None:
+    return runtime_of(model).token_budget if token_budget is None else token_budget
 
 
 def next_token_logits(model, prefix_ids: Sequence[int], query_ids_list: Sequence[Sequence[int]],
-                      batch_size: int = 8, progress: bool = False) -> torch.Tensor:
-    """[Q, V] float32 logits at each query's last token, as if `prefix_ids + query` ran alone.
+                      batch_size: int = 8, progress: bool = False,
+                      token_budget: int | None = None) -> torch.Tensor:
+    """[Q, V] float32 logits (on the CPU) at each query's last token, as if `prefix_ids + query`
+    ran alone, whatever the model's device and dtype.
 
     The prefix is encoded once; queries are right-padded within a batch, positions continue
-    from the prefix length, and each query's logits are read at its own last real token.
+    from the prefix length, and each query's logits are read at its own last real token. A
+    token budget (default: the model's runtime's) counts the prefix in every row.
     """
     if batch_size < 1:
         raise IA2Error(f"batch size must be >= 1, got {batch_size}")
@@ -93,7 +103,7 @@ def next_token_logits(model, prefix_ids: Sequence[int], query_ids_list: Sequence
     cache = prefix_cache(model, prefix_ids)
     p = len(prefix_ids)
     out: list[torch.Tensor | None] = [None] * len(query_ids_list)
-    groups = _batches([len(q) for q in query_ids_list], batch_size)
+    groups = _batches([len(q) for q in query_ids_list], batch_size, _budget(model, token_budget), p)
     with torch.inference_mode(), _eval_mode(model):
         for idx in tqdm(groups, desc="queries", disable=not progress, unit="batch"):
             qs = [list(query_ids_list[i]) for i in idx]
@@ -120,7 +130,7 @@ def next_token_logits(model, prefix_ids: Sequence[int], query_ids_list: Sequence
 
 
 def full_prompt_logits(model, prompts: Sequence[Sequence[int]], batch_size: int = 8,
-                       progress: bool = False) -> torch.Tensor:
+                       progress: bool = False, token_budget: int | None = None) -> torch.Tensor:
     """[Q, V] last-token logits with every prompt encoded in full (left-padded batches): the
     baseline prefix reuse is measured against, and a reference for it."""
     if not prompts:
@@ -128,7 +138,8 @@ def full_prompt_logits(model, prompts: Sequence[Sequence[int]], batch_size: int 
     device = _device(model)
     out: list[torch.Tensor | None] = [None] * len(prompts)
     with torch.inference_mode(), _eval_mode(model):
-        for idx in tqdm(_batches([len(x) for x in prompts], batch_size), desc="prompts",
+        for idx in tqdm(_batches([len(x) for x in prompts], batch_size,
+                                 _budget(model, token_budget)), desc="prompts",
                         disable=not progress, unit="batch"):
             rows = [list(prompts[i]) for i in idx]
             width = max(len(x) for x in rows)

@@ -26,6 +26,7 @@ import numpy as np
 from .. import validate
 from ..distributed import barrier, is_main
 from ..errors import IA2Error
+from ..runtime import runtime_of
 from ..store import SETTINGS
 from ..tasks.spec import Example, TaskSpec
 from .classify import CONFIDENCES
@@ -206,12 +207,16 @@ def evaluate_and_store(store, model, tokenizer, spec: TaskSpec, queries: Sequenc
     """Evaluate one setting unless the store already holds it; return the store row.
 
     `identity` names the run (model, adapter, method, task, n, seed, lr, beta); the key adds the
-    evaluation task, the setting and every evaluation option that changes a number."""
+    evaluation task, the setting and every evaluation option that changes a number, the model's
+    dtype among them (bf16/fp16 only: fp32 keys are those of earlier versions)."""
     from ..store import run_key
 
     ident = dict(identity, eval_task=spec.name, setting=setting)
     opts = {"size": len(queries), "preset": config.preset, "n_bins": config.n_bins,
             "confidence": config.confidence}
+    dtype = runtime_of(model).dtype
+    if dtype != "fp32":  # the model's dtype changes the numbers; fp32 rows keep their keys
+        opts["dtype"] = dtype
     if setting in ("icl", "adapter_icl"):
         if config.icl_k is None:
             raise IA2Error("eval: icl_k is unset (N-1 of a study group): give k explicitly")
@@ -225,7 +230,7 @@ def evaluate_and_store(store, model, tokenizer, spec: TaskSpec, queries: Sequenc
     out = evaluate_setting(model, tokenizer, spec, queries, setting, config, demo_pool,
                            demo_spec, seed)
     row = dict(ident, key=key, metrics=dict(out["metrics"], per_set=out["per_set"]),
-               definitions=out["definitions"])
+               definitions=dict(out["definitions"], model_dtype=dtype))
     if is_main():  # every process holds the same numbers; one writes them
         store.add(row, overwrite=force)
     barrier()

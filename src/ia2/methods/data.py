@@ -113,7 +113,7 @@ class Collator:
     """Right-pads a list of items into a batch.
 
     input_ids, attention_mask [B, S]; positions, target_ids, target_mask [B, T];
-    teacher_activations [B, L, T, H] (zeros at padding); topk_ids, topk_logprobs [B, T, K];
+    teacher_activations [B, L, T, H] in the stored dtype (zeros at padding); topk_ids, topk_logprobs [B, T, K];
     teacher_logprobs [B, T, V] in the stored dtype (zeros at padding: uniform, finite, masked).
     No `labels` key: the Trainer would otherwise rescale losses by token counts.
     """
@@ -139,10 +139,12 @@ class Collator:
             batch["target_ids"][i, :k] = torch.tensor(it.target_ids)
             batch["target_mask"][i, :k] = True
         if items[0].activations is not None:
+            # in the storage dtype (half an fp32 copy's bytes); the trainer moves the batch to
+            # the model's device and the alignment loss upcasts to fp32 there
             layers, _, hidden = items[0].activations.shape
-            acts = torch.zeros(b, layers, t, hidden, dtype=torch.float32)
+            acts = torch.zeros(b, layers, t, hidden, dtype=items[0].activations.dtype)
             for i, it in enumerate(items):
-                acts[i, :, : it.activations.shape[1]] = it.activations.float()
+                acts[i, :, : it.activations.shape[1]] = it.activations
             batch["teacher_activations"] = acts
         if items[0].topk_ids is not None:
             k = max(it.topk_ids.shape[1] for it in items)

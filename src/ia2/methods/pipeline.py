@@ -355,11 +355,13 @@ def default_out_dir(model_name: str, task: str, method: str, n: int, seed: int, 
 def run_episode(model_name: str, task: str, config: RunConfig, n: int, seed: int, out_dir=None,
                 data_dir=None, teacher=None, cache_root=None, overwrite: bool = False,
                 max_demos: int | None = None, task_options: dict | None = None,
-                balanced: bool = False) -> RunResult:
+                balanced: bool = False, runtime=None) -> RunResult:
     """The whole path for one run: episode -> teacher signals (cached) -> training -> run dir.
-    `task_options` are TaskSpec overrides (e.g. min_words); `balanced` the episode draw."""
+    `task_options` are TaskSpec overrides (e.g. min_words); `balanced` the episode draw;
+    `runtime` (ia2.runtime.Runtime) where and in which dtype the model runs."""
     from ..episodes import episode_fingerprint, make_episode
     from ..models import load_model
+    from ..runtime import runtime_of
     from ..tasks.registry import get_task
     from ..teacher.collect import TeacherConfig, teach_episode
 
@@ -371,9 +373,12 @@ def run_episode(model_name: str, task: str, config: RunConfig, n: int, seed: int
     spec = get_task(task, **(task_options or {}))
     episode = make_episode(spec, n, seed, data_dir=data_dir, max_demos=max_demos,
                            balanced=balanced)
-    model, tokenizer = load_model(model_name)
+    model, tokenizer = load_model(model_name, runtime)
     extra = {"model": model_name, "model_fingerprint": model.ia2_fingerprint, "task": task,
              "n": n, "seed": seed, "episode": episode_fingerprint(episode)}
+    dtype = runtime_of(model).dtype
+    if dtype != "fp32":  # recorded; fp32 runs keep their configs
+        extra["dtype"] = dtype
     if needs_teacher(config):
         teacher = teacher or TeacherConfig(preset=config.preset)
         if needs_full_distribution(config):

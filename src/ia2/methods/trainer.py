@@ -20,6 +20,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from .. import validate
 from ..errors import IA2Error
+from ..runtime import Runtime, runtime_of
 from ..teacher.capture import Capture
 from ..teacher.sites import activation_sites
 from . import losses
@@ -117,7 +118,8 @@ class BoundObjective:
             with Capture(self.sites, positions=positions) as cap:
                 result = model(**kw)
             student = torch.stack(cap.outputs)  # [L, B, T, H]
-            teacher = batch["teacher_activations"].transpose(0, 1).to(student.dtype)
+            # kept in its storage dtype; the alignment loss upcasts both sides to fp32
+            teacher = batch["teacher_activations"].transpose(0, 1)
             if teacher.shape[0] != student.shape[0] or teacher.shape[-1] != student.shape[-1]:
                 raise IA2Error(f"teacher activations have {teacher.shape[0]} layers x "
                                f"{teacher.shape[-1]} units, the student's sites {student.shape[0]} x "
@@ -200,12 +202,34 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def training_arguments(config: TrainConfig, output_dir, lr: float | None = None) -> TrainingArguments:
+def _precision_and_memory(runtime: Runtime) -> dict:
+    """Mixed precision and activation checkpointing as TrainingArguments (Accelerate's autocast
+    and, for fp16, its loss scaling): the frozen base stays in the runtime's dtype, the trainable
+    adapter weights in fp32 (peft upcasts them), the losses in fp32 (ia2.methods.losses)."""
+    kw = {"bf16": runtime.dtype == "bf16", "fp16": runtime.dtype == "fp16"}
+    if runtime.gradient_checkpointing:
+        # non-reentrant: the IA2 loss reads site outputs from inside checkpointed layers
+        names = TrainingArguments.__dataclass_fields__
+        new = "activation_checkpointing" in names  # transformers' newer name
+        prefix = "activation" if new else "gradient"
+        kw[f"{prefix}_checkpointing"] = True
+        kw[f"{prefix}_checkpointing_kwargs"] = {"use_reentrant": False}
+    return kw
+
+
+def training_arguments(config: TrainConfig, output_dir, lr: float | None = None,
+                       runtime: Runtime | None = None) -> TrainingArguments:
+    """The Trainer's arguments; `runtime` (default: fp32, on a GPU if there is one) sets the
+    device, mixed precision and gradient checkpointing."""
     world = world_size()
     if config.batch_size % world:
         raise IA2Error(f"batch size {config.batch_size} does not split over {world} processes")
     per_device = config.batch_size // world
-    cpu = not torch.cuda.is_available()
+    runtime = (runtime or Runtime(dtype="fp32")).resolve()
+    cpu = runtime.device == "cpu"
+    index = runtime.device.partition(":")[2]
+    if not cpu and index and world == 1:
+        torch.cuda.set_device(int(index))  # the Trainer places the model on the current GPU
     return TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=per_device,
@@ -224,7 +248,7 @@ def training_arguments(config: TrainConfig, output_dir, lr: float | None = None)
         use_cpu=cpu, ddp_backend="gloo" if cpu and world > 1 else None,
         ddp_find_unused_parameters=False,  # see BoundObjective.touch_outputs
         remove_unused_columns=False, label_names=[], prediction_loss_only=True,
-        dataloader_num_workers=0,
+        dataloader_num_workers=0, **_precision_and_memory(runtime),
     )
 
 
@@ -243,7 +267,12 @@ def train_stage(model, objective: Objective, train_dataset, dev_dataset, collato
                 callbacks: list[TrainerCallback] = (), resume: bool = True) -> StageResult:
     """Train `model`'s adapter on one objective under a fresh optimizer; on return the model holds
     the best state (lowest dev loss). Resumes from the last checkpoint in `output_dir` if any."""
-    args = training_arguments(config, output_dir, lr)
+    runtime = runtime_of(model)
+    peft_kind = type(getattr(model, "active_peft_config", None)).__name__
+    if runtime.gradient_checkpointing and peft_kind == "PrefixTuningConfig":
+        raise IA2Error("gradient checkpointing cannot train prefix tuning: its prefix lives in "
+                       "the KV cache, which checkpointed layers do not keep")
+    args = training_arguments(config, output_dir, lr, runtime)
     trainer = IA2Trainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=dev_dataset,
                          data_collator=collator, objective=BoundObjective(model, objective),
                          callbacks=[EarlyStoppingCallback(early_stopping_patience=config.patience),

@@ -25,6 +25,7 @@ from .. import __version__
 from ..errors import IA2Error
 from ..io import atomic_path, write_json
 from ..paths import cache_dir
+from ..runtime import runtime_of
 from .signals import TeacherSignals
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,9 @@ def cache_fields(model, tokenizer, spec, episode, config, items, eos, label_ids)
     }
     if config.full_distribution:  # only when on: entries without it keep their keys
         fields["full_distribution"] = True
+    compute = runtime_of(model).dtype
+    if compute != "fp32":  # the model's own dtype changes the numbers; fp32 entries keep their keys
+        fields["model"]["dtype"] = compute
     return fields
 
 

@@ -20,6 +20,10 @@ class Capture:
     or an int i (giving [B, 1, H], position i; -1 is the last). With `accumulate=True` every
     forward's selection is also appended to `history` (one list per module), which is how the
     teacher reads the prefill and each decode step of `generate` without an extra pass.
+
+    An output that carries gradients is selected when `outputs` is read, not inside the hook:
+    under gradient checkpointing the module's forward is recomputed without the hook, and the
+    selection's autograd must live outside the checkpointed layer.
     """
 
     def __init__(self, modules: list[torch.nn.Module], positions=None, detach: bool = False,
@@ -30,9 +34,17 @@ class Capture:
         self.positions = positions
         self.detach = detach
         self.accumulate = accumulate
-        self.outputs: list[torch.Tensor | None] = [None] * len(self.modules)
+        self._latest: list[torch.Tensor | None] = [None] * len(self.modules)
+        self._deferred = [False] * len(self.modules)  # selection still to apply on read
         self.history: list[list[torch.Tensor]] = [[] for _ in self.modules]
         self._handles = []
+
+    @property
+    def outputs(self) -> list[torch.Tensor | None]:
+        for k, x in enumerate(self._latest):
+            if self._deferred[k]:
+                self._latest[k], self._deferred[k] = self._select(x), False
+        return list(self._latest)
 
     def _select(self, x: torch.Tensor) -> torch.Tensor:
         pos = self.positions
@@ -46,16 +58,21 @@ class Capture:
 
     def _hook(self, k: int):
         def hook(module, args, output):
-            x = self._select(_first(output))
+            x = _first(output)
             if self.detach:
                 x = x.detach()
-            self.outputs[k] = x
+            if x.requires_grad and not self.accumulate:
+                self._latest[k], self._deferred[k] = x, True
+                return
+            x = self._select(x)
+            self._latest[k], self._deferred[k] = x, False
             if self.accumulate:
                 self.history[k].append(x)
         return hook
 
     def clear(self) -> None:
-        self.outputs = [None] * len(self.modules)
+        self._latest = [None] * len(self.modules)
+        self._deferred = [False] * len(self.modules)
         self.history = [[] for _ in self.modules]
 
     def __enter__(self) -> "Capture":

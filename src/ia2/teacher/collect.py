@@ -19,6 +19,7 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList,
 from .. import validate
 from ..distributed import load_or_build
 from ..errors import IA2Error
+from ..runtime import runtime_of, token_batches
 from .capture import Capture
 from .signals import TeacherSignals
 from .sites import SITES, activation_sites, resolve_layers
@@ -168,7 +169,11 @@ def _teach_batch(model, tokenizer, prompts, sites, config, eos, allowed) -> list
     if any(len(h) != steps for h in cap.history) or (config.topk and len(steps_topk) != steps):
         raise IA2Error(f"teacher: {steps} tokens generated but {len(cap.history[0])} forward "
                        "passes captured; this model's generate() is not supported")
-    acts = torch.stack([torch.cat(h, dim=1) for h in cap.history], dim=1).cpu()  # [B, L, steps, H]
+    acts = torch.stack([torch.cat(h, dim=1) for h in cap.history], dim=1)  # [B, L, steps, H]
+    if dtype == torch.float16 and acts.abs().amax() > torch.finfo(torch.float16).max:
+        raise IA2Error(f"teacher: {config.site} activations reach {float(acts.abs().amax()):.3g}, "
+                       "beyond fp16's range; store them as bf16 or fp32 (teacher.dtype)")
+    acts = acts.to(dtype).cpu()  # rounded on the device: half the bytes to move
     if config.topk:
         top_lp = torch.stack([v for v, _ in steps_topk], dim=1).cpu()  # [B, steps, K]
         top_ids = torch.stack([i for _, i in steps_topk], dim=1).cpu()
@@ -176,7 +181,7 @@ def _teach_batch(model, tokenizer, prompts, sites, config, eos, allowed) -> list
     for b in range(len(prompts)):
         row = gen[b].tolist()
         t = response_length(row, tokenizer, eos, config.stop)
-        sig = TeacherSignals(response_ids=gen[b, :t].clone(), activations=acts[b, :, :t].to(dtype).clone())
+        sig = TeacherSignals(response_ids=gen[b, :t].clone(), activations=acts[b, :, :t].clone())
         if config.topk:
             sig.topk_ids, sig.topk_logprobs = top_ids[b, :t].clone(), top_lp[b, :t].clone()
         if config.full_distribution:
@@ -208,10 +213,12 @@ def _check_greedy(sig: TeacherSignals, first_free: bool) -> None:
 
 def teach(model, tokenizer, prompts: list[list[int]], config: TeacherConfig,
           label_ids: list[int] | None = None, eos: list[int] | None = None,
-          progress=None) -> list[TeacherSignals]:
+          progress=None, token_budget: int | None = None) -> list[TeacherSignals]:
     """Teacher signals for each prompt (token ids), in order. `config.max_new_tokens` and
     `config.stop` must be set (see `TeacherConfig.for_task`). `eos` overrides the EOS ids
-    (`[]`: never stop at EOS). `progress`: a tqdm bar to advance, or None."""
+    (`[]`: never stop at EOS). `progress`: a tqdm bar to advance, or None. Batches hold at
+    most `config.batch_size` prompts and, with a token budget (default: the model's runtime's),
+    at most that many padded tokens (prompt + response budget) each."""
     if config.max_new_tokens is None or config.stop is None:
         raise IA2Error("teacher: max_new_tokens and stop must be set (TeacherConfig.for_task)")
     if any(len(p) == 0 for p in prompts):
@@ -223,12 +230,15 @@ def teach(model, tokenizer, prompts: list[list[int]], config: TeacherConfig,
     allowed = list(label_ids) if config.constrain_to_labels else None
     # Similar lengths share a batch (less padding); results do not depend on the grouping.
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    if token_budget is None:
+        token_budget = runtime_of(model).token_budget
+    batches = token_batches(order, [len(p) for p in prompts], config.batch_size, token_budget,
+                            extra=config.max_new_tokens)
     out: list[TeacherSignals | None] = [None] * len(prompts)
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(order), config.batch_size):
-            chunk = order[start:start + config.batch_size]
+        for chunk in batches:
             for i, sig in zip(chunk, _teach_batch(model, tokenizer, [prompts[i] for i in chunk],
                                                   sites, config, eos, allowed)):
                 out[i] = sig
