@@ -11,6 +11,6 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$venv/bin/python" -m pip install -q "${IA2_TORCH:-torch==2.13.0}"
-  "$venv/bin/python" -m pip install -q -e ".[test]"
+  "$venv/bin/python" -m pip install -q -e ".[test,ray]"  # ray: tests/test_ray.py
   touch "$stamp"
 fi

@@ -16,6 +16,7 @@ train: {epochs: 50, patience: 5}                     # ia2.methods.trainer.Train
 eval: {size: 500}                                   # ia2.evaluate.runner.EvalConfig
 analysis: {asim: true, subspace: true}
 runtime: {device: auto, dtype: auto}                 # ia2.runtime.Runtime (docs/gpus.md)
+executor: {name: sequential}                         # ia2.executors.ExecutorConfig (docs/clusters.md)
 ```
 Unknown keys are errors (a typo must not silently fall back to a default).
 """
@@ -33,6 +34,7 @@ import yaml
 from . import validate
 from .errors import IA2Error
 from .evaluate.runner import EvalConfig
+from .executors import ExecutorConfig
 from .methods.adapters import AdapterConfig
 from .methods.losses import ALIGNMENTS, KD_MODES
 from .methods.pipeline import METHODS
@@ -96,6 +98,7 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     runtime: Runtime = field(default_factory=Runtime)  # device, dtype, attention, memory
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # sequential or ray
 
     def __post_init__(self):
         bad = [m for m in self.methods if m not in METHODS]

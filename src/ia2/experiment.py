@@ -8,6 +8,7 @@ groups to different machines:
   runs are evaluated in and out of distribution, then analysed.
 Everything is resumable: finished runs, stored evaluations, written analyses and cached teacher
 signals are skipped, so a killed study restarted recomputes nothing it had finished.
+Groups run one after another or as Ray tasks (`executor:`, ia2.executors).
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
+from . import executors
 from .config import ExperimentConfig, check_inputs, dump
 from .errors import IA2Error
 from .io import write_json, write_text
@@ -341,6 +341,7 @@ def run_study(config: ExperimentConfig, shard_spec: str | None = None, dry_run: 
     from .store import ResultsStore
 
     check_inputs(config)  # before the output directory exists: bad input leaves nothing behind
+    executors.check(config.executor)
     work = shard(groups(config), *parse_shard(shard_spec))
     counts = cost(config, work)
     if dry_run:
@@ -356,14 +357,8 @@ def run_study(config: ExperimentConfig, shard_spec: str | None = None, dry_run: 
     write_text(study.out / "experiment.yaml", dump(config))
     total = counts["training_runs"] + counts["evaluations"]
     start = time.time()
-    with ResultsStore(study.out / "results.sqlite") as store, \
-            tqdm(total=total, desc=f"ia2 run {config.name}", unit="job", disable=not progress) as bar:
-        for g in work:
-            bar.set_postfix_str(g.key)
-            if g.kind == "method":
-                study.run_method(g, store, bar)
-            else:
-                study.run_baseline(g, store, bar)
+    with ResultsStore(study.out / "results.sqlite") as store:
+        executors.run(study, work, store, progress, total)  # sequential, or Ray tasks
         if config.analysis.subspace:
             study.subspace()
     log.info("study %s finished in %.0f s", config.name, time.time() - start)

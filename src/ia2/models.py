@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import IA2Error
+from .io import exclusive_lock
 from .paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -155,8 +156,11 @@ def resolve(name: str) -> tuple[str, str]:
     check_name(name)
     if name in EMBEDDED:
         path = converted_dir(name)
-        if status(name) != "ready":
-            path = _convert(EMBEDDED[name])
+        if status(name) != "ready":  # one process installs and converts; others wait for it
+            with exclusive_lock(path.parent / f".{name}.lock", lambda: log.warning(
+                    "another process is converting %s; waiting", name)):
+                if status(name) != "ready":
+                    path = _convert(EMBEDDED[name])
         return str(path), _fingerprint_dir(path)
     local = Path(name).expanduser()
     if local.is_dir():

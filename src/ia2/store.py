@@ -24,6 +24,10 @@ _TYPES = {"n": "INTEGER", "seed": "INTEGER", "lr": "REAL", "beta": "REAL",
           **{m: "REAL" for m in METRIC_COLUMNS}}
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, "
            + ", ".join(f"{c} {_TYPES.get(c, 'TEXT')}" for c in COLUMNS[1:]) + ")")
+# One row per study group (experiment.Group.key): where the study's time went.
+GROUP_COLUMNS = ("key", "executor", "seconds", "trained", "evaluated", "host", "finished")
+_GROUP_SCHEMA = ("CREATE TABLE IF NOT EXISTS groups (key TEXT PRIMARY KEY, executor TEXT, "
+                 "seconds REAL, trained INTEGER, evaluated INTEGER, host TEXT, finished TEXT)")
 
 
 def run_key(**identity) -> str:
@@ -73,6 +77,7 @@ class ResultsStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             with self.db:
                 self.db.execute(_SCHEMA)
+                self.db.execute(_GROUP_SCHEMA)
         except sqlite3.DatabaseError as e:
             raise IA2Error(f"{self.path}: not a usable results database ({e})") from None
 
@@ -120,6 +125,18 @@ class ResultsStore:
         sql = "SELECT * FROM results" + (" WHERE " + " AND ".join(where) if where else "")
         return [_decode(r) for r in self.db.execute(sql + " ORDER BY key", args)]
 
+    def add_group(self, record: dict) -> None:
+        """Record (or replace) a group's wall time and what it computed."""
+        record = dict(record)
+        record.setdefault("finished", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        with self.db:
+            self.db.execute(f"INSERT OR REPLACE INTO groups ({', '.join(GROUP_COLUMNS)}) "
+                            f"VALUES ({', '.join('?' * len(GROUP_COLUMNS))})",
+                            tuple(record.get(c) for c in GROUP_COLUMNS))
+
+    def groups(self) -> list[dict]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM groups ORDER BY key")]
+
     def export_jsonl(self, path: str | os.PathLike) -> int:
         """Write every row as one JSON line (sorted by key), atomically. Returns the row count."""
         rows = self.rows()
@@ -134,19 +151,21 @@ class ResultsStore:
         Returns how many rows were added."""
         return self._insert_new(read_stores(other_paths))
 
-    def _insert_new(self, incoming: list[dict]) -> int:
+    def _insert_new(self, incoming: list[dict], table: str = "results") -> int:
         """Add raw rows (as `read_stores` returns them) whose key is not here yet."""
+        cols = COLUMNS if table == "results" else GROUP_COLUMNS
         before = self.db.total_changes
         with self.db:
             self.db.executemany(
-                f"INSERT OR IGNORE INTO results ({', '.join(COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(COLUMNS))})",
-                [tuple(r.get(c) for c in COLUMNS) for r in incoming])
+                f"INSERT OR IGNORE INTO {table} ({', '.join(cols)}) "
+                f"VALUES ({', '.join('?' * len(cols))})",
+                [tuple(r.get(c) for c in cols) for r in incoming])
         return self.db.total_changes - before
 
 
-def read_stores(paths) -> list[dict]:
-    """Every row of the stores at `paths`, read-only; a missing or unreadable one is an error."""
+def read_stores(paths, table: str = "results") -> list[dict]:
+    """Every row of the stores at `paths`, read-only; a missing or unreadable one is an error.
+    `groups` is optional: stores written before it have none."""
     incoming = []
     for p in paths:
         p = Path(p)
@@ -156,7 +175,10 @@ def read_stores(paths) -> list[dict]:
             other = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
             other.row_factory = sqlite3.Row
             try:
-                incoming += [dict(r) for r in other.execute("SELECT * FROM results")]
+                if table == "groups" and not other.execute(
+                        "SELECT 1 FROM sqlite_master WHERE name = 'groups'").fetchone():
+                    continue
+                incoming += [dict(r) for r in other.execute(f"SELECT * FROM {table}")]
             finally:
                 other.close()
         except sqlite3.DatabaseError as e:
@@ -166,7 +188,9 @@ def read_stores(paths) -> list[dict]:
 
 def merge_stores(target, sources) -> tuple[int, int]:
     """Merge `sources` into the store at `target`: (rows added, rows now in it). Every source is
-    read before the target is opened, so a bad source leaves no empty target behind."""
-    incoming = read_stores(sources)
+    read before the target is opened, so a bad source leaves no empty target behind. Group
+    records (wall times) are joined too."""
+    incoming, groups = read_stores(sources), read_stores(sources, "groups")
     with ResultsStore(target) as store:
+        store._insert_new(groups, "groups")
         return store._insert_new(incoming), len(store.rows())

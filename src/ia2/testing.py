@@ -74,3 +74,30 @@ def tiny_model(arch: str = "llama", seed: int = 0, **kw) -> torch.nn.Module:
             if p.dim() > 1:
                 p.mul_(3.0)
     return model.float().eval()
+
+
+def crash_once_hook() -> None:
+    """A Ray `worker_process_setup_hook` for tests (tests/test_ray.py): once
+    `$IA2_TEST_CRASH_DIR/armed` exists, the first worker to evaluate an adapter makes `crashed`
+    (holding its pid) and dies on the spot, as a killed or out-of-memory worker would."""
+    import os
+
+    from .evaluate import runner
+
+    folder, original = os.environ.get("IA2_TEST_CRASH_DIR"), runner.evaluate_setting
+    if not folder:
+        return
+
+    def evaluate_setting(model, tokenizer, spec, queries, setting, *args, **kwargs):
+        if setting == "adapter" and os.path.exists(os.path.join(folder, "armed")):
+            try:  # O_EXCL: of two workers here at once, one crashes
+                fd = os.open(os.path.join(folder, "crashed"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            except FileExistsError:
+                pass
+            else:
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
+                os._exit(1)
+        return original(model, tokenizer, spec, queries, setting, *args, **kwargs)
+
+    runner.evaluate_setting = evaluate_setting

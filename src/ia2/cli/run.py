@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .common import add_runtime_options, runtime_from_args
 
 
@@ -12,6 +14,10 @@ def register(sub) -> None:
     p.add_argument("--shard", metavar="I/N", help="run a deterministic 1/N of the grid (0-based I)")
     p.add_argument("--out", help="override the config's output directory")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.add_argument("--executor", metavar="NAME",
+                   help="sequential (default) or ray: groups as Ray tasks (docs/clusters.md)")
+    p.add_argument("--address", metavar="ADDR",
+                   help="ray: the cluster to join (auto, host:port, ray://...); default: a local one")
     add_runtime_options(p, training=True)  # override the study's runtime:
     p.set_defaults(func=run)
 
@@ -24,7 +30,13 @@ def run(args) -> int:
     if args.out:
         config.out = args.out
     config.runtime = runtime_from_args(args, config.runtime)
-    if not args.dry_run:  # a runtime this machine cannot give fails before anything is written
+    if args.executor or args.address:  # validated by ExecutorConfig, like the YAML's executor:
+        name = args.executor or config.executor.name
+        address = args.address or (config.executor.address if name == "ray" else None)
+        config.executor = replace(config.executor, name=name, address=address)
+    # a runtime this machine cannot give fails before anything is written (on a remote Ray
+    # cluster the workers' machines decide)
+    if not args.dry_run and config.executor.address is None:
         config.runtime.resolve()
     out = run_study(config, args.shard, args.dry_run)
     if args.dry_run or args.no_report:

@@ -27,7 +27,7 @@ def write_report(run_dir, md_path=None, fig_dir=None) -> Path:
     md_path = Path(md_path) if md_path else run_dir / "report" / "REPORT.md"
     fig_dir = Path(fig_dir) if fig_dir else md_path.parent / "figures"
     with ResultsStore(db) as store:
-        rows = store.rows()
+        rows, groups = store.rows(), store.groups()
     if not rows:
         raise IA2Error(f"{db}: no results yet")
     rel = lambda p: os.path.relpath(p, md_path.parent)  # noqa: E731
@@ -107,5 +107,14 @@ def write_report(run_dir, md_path=None, fig_dir=None) -> Path:
                 "Chosen per (task, method, N) by the lowest mean dev loss over seeds (the dev split, "
                 "never the evaluation set).", "",
                 tables.markdown(["task", "method", "N", "chosen", "candidates (lr: mean dev loss)"], sel), ""]
+    if groups:
+        total = sum(g["seconds"] or 0 for g in groups)
+        out += ["## Where the time went", "",
+                f"Wall time per group ({total / 60:.1f} group-minutes in all; groups that ran in "
+                "parallel overlap). A rerun that found a group done keeps its earlier time.", "",
+                tables.markdown(["group", "seconds", "runs trained", "evaluations", "executor", "host"],
+                                [[g["key"], f"{g['seconds']:.1f}", str(g["trained"]),
+                                  str(g["evaluated"]), g["executor"], g["host"]]
+                                 for g in sorted(groups, key=lambda g: -(g["seconds"] or 0))]), ""]
     write_text(md_path, "\n".join(out))
     return md_path

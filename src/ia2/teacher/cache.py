@@ -9,12 +9,10 @@ process at a time fills an entry (a lock on `<entry>/.lock`); another waits, the
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -23,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..errors import IA2Error
-from ..io import atomic_path, write_json
+from ..io import atomic_path, exclusive_lock, write_json
 from ..paths import cache_dir
 from ..runtime import runtime_of
 from .signals import TeacherSignals
@@ -205,23 +203,10 @@ class TeacherCache:
         return {"file": file, "sha256": file_sha256(path), "bytes": path.stat().st_size,
                 "items": [self._shard_items(s)[0], self._shard_items(s)[-1] + 1]}
 
-    @contextmanager
     def _claimed(self):
-        """Hold `<entry>/.lock` exclusively; a process that finds it held waits. Where no lock
-        file can be made (a read-only cache), go on without one."""
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            f = open(self.path / ".lock", "a")
-        except OSError:
-            yield
-            return
-        with f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.warning("teacher cache %s: another process is filling it; waiting", self.path)
-                fcntl.flock(f, fcntl.LOCK_EX)
-            yield  # closing the file releases the lock, also if the process dies
+        """Hold `<entry>/.lock` exclusively; a process that finds it held waits."""
+        return exclusive_lock(self.path / ".lock", lambda: log.warning(
+            "teacher cache %s: another process is filling it; waiting", self.path))
 
     def load_or_build(self, build: Callable[[list[int], object], list[TeacherSignals]],
                       progress=None) -> tuple[list[TeacherSignals], int]:
