@@ -237,3 +237,16 @@ def test_one_process_converts_a_model_while_others_wait(tmp_path, monkeypatch):
     waiter.join(10)
     assert made == [name]  # the waiter found the copy made meanwhile and converted nothing
     assert got == [(str(models.converted_dir(name)), "gguf:abc")]
+
+
+def test_merge_joins_the_group_times(tmp_path):
+    from ia2.store import merge_stores
+
+    for name, key in (("a", "zero_shot/sst2"), ("b", "icl/sst2/4/0")):
+        with ResultsStore(tmp_path / f"{name}.sqlite") as store:
+            store.add_group({"key": key, "executor": "sequential", "seconds": 1.5, "trained": 0,
+                             "evaluated": 2, "host": "h"})
+    merge_stores(tmp_path / "all.sqlite", [tmp_path / "a.sqlite", tmp_path / "b.sqlite"])
+    with ResultsStore(tmp_path / "all.sqlite") as store:
+        assert [(g["key"], g["seconds"]) for g in store.groups()] == \
+            [("icl/sst2/4/0", 1.5), ("zero_shot/sst2", 1.5)]

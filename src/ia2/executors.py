@@ -143,12 +143,14 @@ def _remote_group(config, group, known: dict, cwd: str) -> GroupResult:
     """A group on a Ray worker: the driver's working directory (relative paths in the config
     mean the same), one torch thread per requested CPU, rows returned rather than written."""
     import torch
+    from transformers.utils import logging as hf_logging
 
     from .experiment import Study
 
     if os.path.isdir(cwd):
         os.chdir(cwd)
     torch.set_num_threads(max(1, int(config.executor.cpus_per_group)))
+    hf_logging.disable_progress_bar()  # workers' bars would interleave on the driver's terminal
     return run_group(Study(config), group, GroupStore(known=known))
 
 
@@ -174,9 +176,13 @@ def _connect(ray, ex: ExecutorConfig) -> None:
 
 
 def _failure(ray, group, error) -> str:
+    """One line for a failed group; the remote traceback is logged unless it was bad input."""
     cause = getattr(error, "cause", None)
     if isinstance(cause, IA2Error):
         return f"group {group.key}: {cause}"
+    log.error("%s", error)
+    if isinstance(error, ray.exceptions.OutOfMemoryError):
+        return f"group {group.key}: Ray killed its worker for want of memory"
     if isinstance(error, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError)):
         return f"group {group.key}: its worker died (after the retries allowed: executor.max_retries)"
     return f"group {group.key}: {type(cause or error).__name__}: {cause or error}"
@@ -213,7 +219,6 @@ def run_ray(study, work, store, progress: bool) -> None:
                     try:
                         record(store, ray.get(ref), "ray")
                     except ray.exceptions.RayError as e:
-                        log.error("%s", e)
                         failures.append(_failure(ray, refs[ref], e))
                     bar.update(1)
     finally:
