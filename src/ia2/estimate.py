@@ -13,7 +13,8 @@ The compute model (docs/gpus.md, "The paper's configs") counts tokens x paramete
 Each pass also reads the weights (and, decoding, the KV cache) from GPU memory, and the CPU
 dispatches its kernels one decoder layer at a time (eager PyTorch: ~35 kernels a layer, ~10 µs
 each); a pass takes the longest of its FLOPs at the sustained FLOP rate, its bytes at the
-sustained bandwidth and its dispatch time (small batches and decoding are not compute bound).
+sustained bandwidth and its dispatch time (small batches and decoding are not compute bound);
+a training step adds `Hardware.step_ms` of host work (the Trainer loop, the optimizer, collation).
 Tokens come from per-task mean lengths (`TASKS`, characters measured on the local data at
 `CHARS_PER_TOKEN`); padding is not counted. Training runs are counted to their epoch limit, so
 training is an upper bound (early stopping ends most runs sooner); generated responses are
@@ -157,17 +158,18 @@ class Hardware:
     tbps: float = 2.0
     efficiency: float = 0.4
     layer_ms: float = 0.35  # CPU time to dispatch one decoder layer's kernels in one pass
+    step_ms: float = 10.0  # host time per optimizer step besides the passes (docs/gpus.md)
 
     @classmethod
     def from_env(cls) -> "Hardware":
-        """Overrides: IA2_GPU_TFLOPS, IA2_GPU_TBPS, IA2_GPU_EFFICIENCY, IA2_GPU_LAYER_MS (e.g. an
-        H100 SXM: 989 and 3.35)."""
+        """Overrides: IA2_GPU_TFLOPS, IA2_GPU_TBPS, IA2_GPU_EFFICIENCY, IA2_GPU_LAYER_MS,
+        IA2_GPU_STEP_MS (e.g. an H100 SXM: 989 and 3.35)."""
         from .errors import IA2Error
 
         values = {}
         for field, var in (("tflops", "IA2_GPU_TFLOPS"), ("tbps", "IA2_GPU_TBPS"),
                            ("efficiency", "IA2_GPU_EFFICIENCY"),
-                           ("layer_ms", "IA2_GPU_LAYER_MS")):
+                           ("layer_ms", "IA2_GPU_LAYER_MS"), ("step_ms", "IA2_GPU_STEP_MS")):
             if os.environ.get(var):
                 try:
                     values[field] = float(os.environ[var])
@@ -179,8 +181,9 @@ class Hardware:
 
     def describe(self) -> str:
         return (f"1 GPU at {self.tflops:g} TFLOP/s 16-bit peak, {self.tbps:g} TB/s, "
-                f"{self.efficiency:.0%} sustained, {self.layer_ms:g} ms a layer to dispatch "
-                "(IA2_GPU_TFLOPS, IA2_GPU_TBPS, IA2_GPU_EFFICIENCY, IA2_GPU_LAYER_MS)")
+                f"{self.efficiency:.0%} sustained, {self.layer_ms:g} ms a layer to dispatch, "
+                f"{self.step_ms:g} ms a training step besides (IA2_GPU_TFLOPS, IA2_GPU_TBPS, "
+                "IA2_GPU_EFFICIENCY, IA2_GPU_LAYER_MS, IA2_GPU_STEP_MS)")
 
 
 class Meter:
@@ -192,6 +195,7 @@ class Meter:
         self.rate = hw.tflops * 1e12 * hw.efficiency * flop_rate_scale
         self.bandwidth = hw.tbps * 1e12 * hw.efficiency
         self.dispatch = hw.layer_ms / 1000 * model.layers  # seconds a pass at the least
+        self.step = hw.step_ms / 1000
         self.flops: dict[str, float] = {}
         self.seconds: dict[str, float] = {}
 
@@ -230,6 +234,7 @@ class Meter:
         factor = 3 if checkpointing else 2
         per_example = self.forward_flops(length, logits=1)
         self.add("training", factor * examples * per_example, factor * steps)
+        self.seconds["training"] += steps * self.step
         self.add("training", dev_evals * dev * per_example, dev_evals * math.ceil(dev / batch))
 
     def hours(self, stage: str | None = None) -> float:
