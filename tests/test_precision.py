@@ -35,12 +35,7 @@ TEXTS = ["The movie was a delight from start to finish, honestly.", "Dull.",
 TOK, SPEC = tiny_tokenizer(), tiny_spec()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _pair(arch, dtype=torch.bfloat16):

@@ -18,12 +18,7 @@ from ia2.runtime import Runtime, runtime_of, token_batches
 from ia2.testing import tiny_model, tiny_tokenizer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -22,12 +22,7 @@ TOY = TaskSpec(name="toy", kind="classification", description="toy", source=Sour
                labels=("negative", "positive"), verbalizers={"natural": ("negative", "positive")})
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _bf16(model):
