@@ -200,12 +200,17 @@ def run_ray(study, work, store, progress: bool) -> None:
         _connect(ray, ex)
     failures = []
     try:
+        gpus = _gpus(config, ray)
         task = ray.remote(_remote_group).options(
-            num_cpus=ex.cpus_per_group, num_gpus=_gpus(config, ray), max_retries=ex.max_retries)
+            num_cpus=ex.cpus_per_group, num_gpus=gpus, max_retries=ex.max_retries)
         known = ray.put({r["key"]: r for r in store.rows()})  # what resuming skips
         conf, cwd = ray.put(config), os.getcwd()
-        refs = {task.remote(conf, g, known, cwd): g for g in work}
-        slots = max(1, int(ray.cluster_resources().get("CPU", 1) // ex.cpus_per_group))
+        # method groups (they train) first: long tasks early keep the last ones short
+        order = sorted(work, key=lambda g: g.kind != "method")
+        refs = {task.remote(conf, g, known, cwd): g for g in order}
+        have = ray.cluster_resources()  # how many groups fit at once
+        slots = have.get("CPU", 1) // ex.cpus_per_group
+        slots = max(1, int(min(slots, have.get("GPU", 0) // gpus) if gpus else slots))
         pending = list(refs)
         with tqdm(total=len(work), desc=f"ia2 run {config.name} (ray)", unit="group",
                   disable=not progress) as bar:
