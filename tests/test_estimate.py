@@ -68,13 +68,20 @@ def test_forward_flops_matches_torch_flop_counter():
     assert counted == pytest.approx(expected, rel=0.02)
 
 
-def test_kv_cache_term_counts_cached_keys():
-    size = MODELS["meta-llama/Llama-3.2-1B"]
+def test_cached_decoding_flops_match_torch_flop_counter():
+    """One new token after c cached ones, counted by torch on a real KV-cache step."""
+    torch.manual_seed(0)
+    model = tiny_model("llama", hidden=32, layers=2)
+    size = size_from_config(model.config.to_dict())
     meter = Meter(size, Hardware())
-    # one token after c cached ones reads c + 1 keys: 4 * L * d * (c + 1/2) attention FLOPs
-    c = 1000
-    extra = meter.forward_flops(1, c) - meter.forward_flops(1, 0)
-    assert extra == 4 * size.layers * size.attn_dim * c
+    c = 40
+    with torch.no_grad():
+        cache = model(torch.randint(3, 300, (1, c)), use_cache=True).past_key_values
+        with FlopCounterMode(display=False) as counter:
+            model(torch.randint(3, 300, (1, 1)), past_key_values=cache, logits_to_keep=1)
+    # the formula's T² term halves the new token's score with itself (causal); eager counts it whole
+    expected = meter.forward_flops(1, c) + 2 * size.layers * size.attn_dim
+    assert counter.get_total_flops() == pytest.approx(expected, rel=0.02)
 
 
 def test_model_size_reads_a_local_config(tmp_path):
