@@ -51,6 +51,9 @@ class TaskEntry:
     task: str
     ood: tuple[str, ...] | None = None  # None: the task's own OOD list
     options: dict = field(default_factory=dict)  # TaskSpec overrides, e.g. min_words
+    n: tuple[int, ...] | None = None  # None: the study's n
+    methods: tuple[str, ...] | None = None  # None: the study's methods
+    extra_methods: dict = field(default_factory=dict)  # {N: [methods]} also trained at that N
 
 
 ASIM_MODES = ("generate", "teacher_forced")  # ia2.evaluate.analysis.MODES
@@ -78,6 +81,7 @@ class ExperimentConfig:
     tasks: tuple[TaskEntry, ...]
     model: str = DEFAULT_MODEL
     out: str | None = None  # default runs/<name>
+    record: str | None = None  # a committable record of the study (ia2.record), e.g. results/<name>
     data_dir: str | None = None
     source: str = "local"  # task data: local files (data_dir) or the hub (`datasets`, online)
     preset: str = "natural"
@@ -119,8 +123,34 @@ class ExperimentConfig:
         validate.each(validate.number, "lr", self.lr, low=0, low_open=True)
         validate.each(validate.number, "beta", self.beta, 0, 1)
         validate.integer("max_demos", self.max_demos, low=0, optional=True)
-        if "ia2+sft" in self.methods and not self.beta:
+        for e in self.tasks:
+            where = f"tasks.{e.task}"
+            if e.n is not None:
+                validate.each(validate.integer, f"{where}.n", e.n, low=2)
+            if not isinstance(e.extra_methods, dict):
+                raise IA2Error(f"{where}.extra_methods: expected a mapping N -> methods")
+            for n, ms in e.extra_methods.items():
+                if n not in self.ns(e):
+                    raise IA2Error(f"{where}.extra_methods: N = {n} is not among its n {list(self.ns(e))}")
+                if not isinstance(ms, (list, tuple)):
+                    raise IA2Error(f"{where}.extra_methods.{n}: expected a list of methods")
+            bad = [m for n in self.ns(e) for m in self.methods_at(e, n) if m not in METHODS]
+            if bad:
+                raise IA2Error(f"{where}: unknown method {bad[0]!r} (choose from {', '.join(METHODS)})")
+        if "ia2+sft" in self.all_methods() and not self.beta:
             raise IA2Error("experiment: ia2+sft needs at least one beta value")
+
+    def ns(self, entry: TaskEntry) -> tuple[int, ...]:
+        """The N a task is run with: its own `n`, else the study's."""
+        return tuple(entry.n) if entry.n is not None else self.n
+
+    def methods_at(self, entry: TaskEntry, n: int) -> tuple[str, ...]:
+        """The methods trained on a task at N: its own (else the study's), then its extras."""
+        base = tuple(entry.methods) if entry.methods is not None else self.methods
+        return base + tuple(m for m in entry.extra_methods.get(n, ()) if m not in base)
+
+    def all_methods(self) -> set[str]:
+        return {m for e in self.tasks for n in self.ns(e) for m in self.methods_at(e, n)}
 
     @property
     def out_dir(self) -> Path:
@@ -189,7 +219,7 @@ def check_inputs(config: ExperimentConfig) -> None:
 
     check_name(config.model)
     options = {e.task: e.options for e in config.tasks}  # an OOD task listed itself has its own
-    trains = bool(config.methods) or "icl" in config.baselines
+    trains = bool(config.all_methods()) or "icl" in config.baselines
     for entry in config.tasks:
         spec = get_task(entry.task, **entry.options)
         if trains and spec.eval_only:

@@ -55,10 +55,10 @@ def teacher_episodes(config) -> list[tuple[str, int, int]]:
     """(task, N, seed) of every episode whose teacher signals the study collects."""
     from .methods.pipeline import RunConfig, needs_teacher
 
-    if not any(needs_teacher(RunConfig(method=m, labels=config.sft_labels))
-               for m in config.methods):
-        return []
-    return [(e.task, n, s) for e in config.tasks for n in config.n for s in config.seeds]
+    return [(e.task, n, s) for e in config.tasks for n in config.ns(e)
+            if any(needs_teacher(RunConfig(method=m, labels=config.sft_labels))
+                   for m in config.methods_at(e, n))
+            for s in config.seeds]
 
 
 def teacher_cache_bytes(config, model_dims,
@@ -73,10 +73,12 @@ def teacher_cache_bytes(config, model_dims,
     dims = ModelDims.of(model_dims)
     teacher = config.teacher
     layers = len(teacher.layers) if teacher.layers else dims.layers
-    full = any(needs_full_distribution(RunConfig(method=m, kd=config.kd)) for m in config.methods)
+    entries = {e.task: e for e in config.tasks}
     options = {e.task: e.options for e in config.tasks}
     total = 0
     for task, n, _seed in (teacher_episodes(config) if episodes is None else episodes):
+        full = any(needs_full_distribution(RunConfig(method=m, kd=config.kd))
+                   for m in config.methods_at(entries[task], n))
         positions = teacher.max_new_tokens or get_task(task, **options.get(task, {})).max_new_tokens
         examples = n + max(1, min(DEV_MAX, n // 2))  # train + dev (ia2.episodes)
         total += examples * example_bytes(dims, positions, layers, teacher.dtype, teacher.topk,

@@ -92,6 +92,8 @@ class GroupResult:
     seconds: float = 0.0  # wall time of the group
     trained: int = 0  # training runs it finished (0 when all were done before)
     host: str = ""
+    stages: dict = field(default_factory=dict)  # seconds per stage (Study.timed)
+    fingerprint: str = ""  # ia2.record.fingerprint
 
 
 def run_group(study, group, store: GroupStore, bar=None) -> GroupResult:
@@ -100,29 +102,42 @@ def run_group(study, group, store: GroupStore, bar=None) -> GroupResult:
 
     from .experiment import units
     from .methods.pipeline import finished
+    from .record import fingerprint
 
     bar = bar if bar is not None else tqdm(disable=True)
     todo = ([u.run_dir(study.out) for u in units(study.config, group)
              if not finished(u.run_dir(study.out))] if group.kind == "method" else [])
     start = time.perf_counter()
+    study.timings = {}
     if group.kind == "method":
         study.run_method(group, store, bar)
     else:
         study.run_baseline(group, store, bar)
-    return GroupResult(group.key, store.added, time.perf_counter() - start,
-                       sum(finished(d) for d in todo), socket.gethostname())
+    seconds = time.perf_counter() - start
+    stages = {k: round(v, 1) for k, v in sorted(study.timings.items())}
+    stages["other"] = round(max(0.0, seconds - sum(study.timings.values())), 1)
+    return GroupResult(group.key, store.added, seconds, sum(finished(d) for d in todo),
+                       socket.gethostname(), stages, fingerprint(study.config, group))
 
 
-def record(store, result: GroupResult, executor: str) -> None:
+def record(store, result: GroupResult, executor: str, study=None) -> None:
     """The driver's write of a group's result: its rows (a row already there is kept) and its
-    time, unless a rerun found everything done and would overwrite the time that did the work."""
+    time, unless a rerun found everything done and would overwrite the time that did the work;
+    then the study's record (ia2.record), if it keeps one."""
     for row in result.rows:
         store.add(row)
-    done = any(g["key"] == result.key for g in store.groups())
-    if result.rows or result.trained or not done:
+    old = next((g for g in store.groups() if g["key"] == result.key), None)
+    if result.rows or result.trained or old is None:
         store.add_group({"key": result.key, "executor": executor, "seconds": result.seconds,
                          "trained": result.trained, "evaluated": len(result.rows),
-                         "host": result.host})
+                         "host": result.host, "stages": result.stages,
+                         "fingerprint": result.fingerprint})
+    elif old.get("fingerprint") != result.fingerprint:  # found done: its record is now current
+        store.add_group(dict(old, fingerprint=result.fingerprint))
+    if study is not None and study.config.record:
+        from .record import save
+
+        save(study, store)
 
 
 def run(study, work, store, progress: bool, total_jobs: int) -> None:
@@ -135,7 +150,7 @@ def run(study, work, store, progress: bool, total_jobs: int) -> None:
               disable=not progress) as bar:
         for g in work:
             bar.set_postfix_str(g.key)
-            record(store, run_group(study, g, GroupStore(store), bar), "sequential")
+            record(store, run_group(study, g, GroupStore(store), bar), "sequential", study)
 
 
 # --- Ray ---------------------------------------------------------------------------------------
@@ -222,7 +237,7 @@ def run_ray(study, work, store, progress: bool) -> None:
                 done, pending = ray.wait(pending, num_returns=1)
                 for ref in done:
                     try:
-                        record(store, ray.get(ref), "ray")
+                        record(store, ray.get(ref), "ray", study)
                     except ray.exceptions.RayError as e:
                         failures.append(_failure(ray, refs[ref], e))
                     bar.update(1)

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -68,10 +69,10 @@ def groups(config: ExperimentConfig) -> list[Group]:
     for entry in config.tasks:
         if "zero_shot" in config.baselines:
             out.append(Group("zero_shot", entry.task))
-        for n in config.n:
+        for n in config.ns(entry):
             if "icl" in config.baselines:
                 out += [Group("icl", entry.task, n=n, seed=s) for s in config.seeds]
-            out += [Group("method", entry.task, m, n) for m in config.methods]
+            out += [Group("method", entry.task, m, n) for m in config.methods_at(entry, n)]
     return out
 
 
@@ -105,6 +106,23 @@ class Study:
     def __init__(self, config: ExperimentConfig):
         self.config = config
         self.out = config.out_dir
+        self.timings: dict[str, float] = {}  # seconds per stage since the last reset
+        self._inner: list[float] = []
+
+    @contextmanager
+    def timed(self, stage: str):
+        """Add the block's wall time to `timings[stage]`, less the time of stages nested in it
+        (a model load inside an analysis counts as load)."""
+        start = time.perf_counter()
+        self._inner.append(0.0)
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - start
+            inner = self._inner.pop()
+            self.timings[stage] = self.timings.get(stage, 0.0) + spent - inner
+            if self._inner:
+                self._inner[-1] += spent
 
     # --- inputs ------------------------------------------------------------------------------
     def spec(self, name: str):
@@ -112,6 +130,9 @@ class Study:
 
         entry = next((e for e in self.config.tasks if e.task == name), None)
         return get_task(name, **(entry.options if entry else {}))
+
+    def methods_at(self, task: str, n: int) -> tuple[str, ...]:
+        return self.config.methods_at(next(e for e in self.config.tasks if e.task == task), n)
 
     def eval_tasks(self, task: str) -> list[str]:
         entry = next(e for e in self.config.tasks if e.task == task)
@@ -139,7 +160,8 @@ class Study:
         from .models import load_model
 
         self._runtime = getattr(self, "_runtime", None) or self.config.runtime.resolve()
-        return load_model(self.config.model, self._runtime)
+        with self.timed("load"):
+            return load_model(self.config.model, self._runtime)
 
     # --- baselines ---------------------------------------------------------------------------
     def run_baseline(self, group: Group, store, bar) -> None:
@@ -153,8 +175,10 @@ class Study:
             pool = self.episode(group.task, group.n, group.seed).demo_pool if group.n else ()
             if model is None:
                 model, tok = self.model()
-            evaluate_and_store(store, model, tok, self.spec(name), self.queries(name), group.kind,
-                               self.eval_config(group.n), ident, pool, source, group.seed or 0)
+            with self.timed("evaluate"):
+                evaluate_and_store(store, model, tok, self.spec(name), self.queries(name),
+                                   group.kind, self.eval_config(group.n), ident, pool, source,
+                                   group.seed or 0)
             bar.update(1)
 
     def eval_config(self, n: int | None = None):
@@ -196,11 +220,12 @@ class Study:
         model, tok = self.model()
         if needs_teacher(config):
             teacher = replace(self.config.teacher, preset=self.config.preset)
-            # one teacher entry per episode for every method: with it if any kd run needs it
+            # one teacher entry per episode for every method: with it if a kd run there needs it
             if any(needs_full_distribution(RunConfig(method=m, kd=self.config.kd))
-                   for m in self.config.methods):
+                   for m in self.methods_at(unit.task, unit.n)):
                 teacher = replace(teacher, full_distribution=True)
-            tset = teach_episode(model, tok, spec, episode, teacher, progress=False)
+            with self.timed("teacher"):
+                tset = teach_episode(model, tok, spec, episode, teacher, progress=False)
             if not needs_full_distribution(config):  # [T, V] per example: drop what is unused
                 for sig in tset.train + tset.dev:
                     sig.logprobs = None
@@ -212,8 +237,9 @@ class Study:
                  "episode": episode_fingerprint(episode)}
         if (dtype := runtime_of(model).dtype) != "fp32":  # recorded; fp32 runs keep their configs
             extra["dtype"] = dtype
-        return train_method(model, tok, spec, data, config, out, extra=extra,
-                            overwrite=bool(damaged))
+        with self.timed("train"):
+            return train_method(model, tok, spec, data, config, out, extra=extra,
+                                overwrite=bool(damaged))
 
     def select(self, group: Group) -> dict:
         """The lr (and β) with the lowest mean dev loss over seeds, from the runs' curves."""
@@ -253,11 +279,16 @@ class Study:
             for name in self.eval_tasks(group.task):
                 if model is None:
                     model, tok = self._adapted(adapter_dir)
-                evaluate_and_store(store, model, tok, self.spec(name), self.queries(name),
-                                   "adapter", self.eval_config(), ident)
+                with self.timed("evaluate"):
+                    evaluate_and_store(store, model, tok, self.spec(name), self.queries(name),
+                                       "adapter", self.eval_config(), ident)
                 bar.update(1)
             if self.config.analysis.asim and seed == self.config.seeds[0]:
-                self.asim(group, unit, adapter_dir)
+                with self.timed("analysis"):
+                    self.asim(group, unit, adapter_dir)
+        if self.config.analysis.subspace:  # this cell's pairs whose adapters are here
+            with self.timed("analysis"):
+                self.subspace(group.task, group.n)
 
     def _adapted(self, adapter_dir: Path):
         from .methods.integrity import load_adapter
@@ -296,8 +327,10 @@ class Study:
         if adapter_dir is not None:
             self.asim(group, unit, None)
 
-    def subspace(self) -> None:
-        """Overlap of the selected LoRA adapters' update subspaces, per pair of methods."""
+    def subspace(self, task: str | None = None, n: int | None = None) -> None:
+        """Overlap of the selected LoRA adapters' update subspaces, per pair of methods (of one
+        task and N if given). A pair whose adapter is not here (a study continued from its
+        record on another machine) keeps the file it has, or is left out."""
         from itertools import combinations
 
         from .evaluate.runner import adapter_identity
@@ -305,28 +338,36 @@ class Study:
 
         if self.config.adapter.kind != "lora":
             return
-        for entry in self.config.tasks:
-            for n in self.config.n:
-                seed = self.config.seeds[0]
-                dirs = {}
-                for m in self.config.methods:
-                    sel = self.selection_path(Group("method", entry.task, m, n))
-                    if sel.is_file():
-                        s = json.loads(sel.read_text())
-                        dirs[m] = TrainUnit(entry.task, m, n, seed, s["lr"], s["beta"]).run_dir(self.out) / "adapter"
-                for a, b in combinations(sorted(dirs), 2):
-                    path = self.out / "analysis" / "subspace" / f"{entry.task}-n{n}-s{seed}-{safe(a)}-vs-{safe(b)}.json"
-                    ids = {m: adapter_identity(dirs[m]) for m in (a, b)}
-                    # done unless an adapter was retrained since (files before this had no ids)
-                    if path.is_file() and json.loads(path.read_text()).get("adapters", ids) == ids:
-                        continue
-                    per = subspace_overlap(dirs[a], dirs[b])
-                    mean = lambda k: sum(v[k] for v in per.values()) / len(per)  # noqa: E731
-                    write_json(path, {"task": entry.task, "n": n, "seed": seed, "a": a, "b": b,
-                                      "overlap": mean("overlap"),
-                                      "random_expected": mean("random_expected"),
-                                      "random_empirical": mean("random_empirical"),
-                                      "adapters": ids, "modules": per})
+        cells = [(e, m) for e in self.config.tasks if task in (None, e.task)
+                 for m in self.config.ns(e) if n in (None, m)]
+        for entry, cell_n in cells:
+            seed = self.config.seeds[0]
+            dirs = {}
+            for m in self.config.methods_at(entry, cell_n):
+                sel = self.selection_path(Group("method", entry.task, m, cell_n))
+                if sel.is_file():
+                    s = json.loads(sel.read_text())
+                    unit = TrainUnit(entry.task, m, cell_n, seed, s["lr"], s["beta"])
+                    dirs[m] = unit.run_dir(self.out) / "adapter"
+            for a, b in combinations(sorted(dirs), 2):
+                path = (self.out / "analysis" / "subspace"
+                        / f"{entry.task}-n{cell_n}-s{seed}-{safe(a)}-vs-{safe(b)}.json")
+                missing = [m for m in (a, b) if not (dirs[m] / "adapter_config.json").is_file()]
+                if missing:
+                    if not path.is_file():
+                        log.info("subspace %s: no adapter for %s here", path.name, missing[0])
+                    continue
+                ids = {m: adapter_identity(dirs[m]) for m in (a, b)}
+                # done unless an adapter was retrained since (files before this had no ids)
+                if path.is_file() and json.loads(path.read_text()).get("adapters", ids) == ids:
+                    continue
+                per = subspace_overlap(dirs[a], dirs[b])
+                mean = lambda k: sum(v[k] for v in per.values()) / len(per)  # noqa: E731
+                write_json(path, {"task": entry.task, "n": cell_n, "seed": seed, "a": a, "b": b,
+                                  "overlap": mean("overlap"),
+                                  "random_expected": mean("random_expected"),
+                                  "random_empirical": mean("random_empirical"),
+                                  "adapters": ids, "modules": per})
 
 
 def cost(config: ExperimentConfig, work: list[Group]) -> dict:
@@ -337,12 +378,18 @@ def cost(config: ExperimentConfig, work: list[Group]) -> dict:
 
 
 def run_study(config: ExperimentConfig, shard_spec: str | None = None, dry_run: bool = False,
-              progress: bool = True) -> Path:
+              progress: bool = True, max_groups: int | None = None) -> Path:
+    """Run (or with `dry_run` print) the study's groups, at most `max_groups` of those not
+    finished yet. A study with a `record:` is restored from it first (ia2.record)."""
+    from . import record
     from .store import ResultsStore
 
     check_inputs(config)  # before the output directory exists: bad input leaves nothing behind
     executors.check(config.executor)
     work = shard(groups(config), *parse_shard(shard_spec))
+    work = record.pending(config, work)
+    if max_groups is not None:
+        work = work[:max_groups]
     counts = cost(config, work)
     if dry_run:
         for g in work:
@@ -358,8 +405,12 @@ def run_study(config: ExperimentConfig, shard_spec: str | None = None, dry_run: 
     total = counts["training_runs"] + counts["evaluations"]
     start = time.time()
     with ResultsStore(study.out / "results.sqlite") as store:
+        if record.restore(study, store):
+            log.info("restored %s; %d groups to run", config.record, len(work))
         executors.run(study, work, store, progress, total)  # sequential, or Ray tasks
-        if config.analysis.subspace:
+        if config.analysis.subspace and (work or not config.record):
             study.subspace()
+        if config.record:
+            record.save(study, store)
     log.info("study %s finished in %.0f s", config.name, time.time() - start)
     return study.out

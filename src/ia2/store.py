@@ -19,15 +19,21 @@ from .io import atomic_path
 SETTINGS = ("zero_shot", "icl", "adapter", "adapter_icl")
 METRIC_COLUMNS = ("accuracy", "label_set_accuracy", "ece", "brier", "nll", "exact_match")
 IDENTITY = ("model", "adapter", "method", "task", "eval_task", "n", "seed", "lr", "beta", "setting")
-COLUMNS = ("key",) + IDENTITY + METRIC_COLUMNS + ("metrics", "definitions", "created")
+# per_query: each query's correctness and confidence (in the evaluation set's order), what a
+# bootstrap over queries resamples; None in rows written before it existed.
+COLUMNS = ("key",) + IDENTITY + METRIC_COLUMNS + ("metrics", "definitions", "per_query", "created")
 _TYPES = {"n": "INTEGER", "seed": "INTEGER", "lr": "REAL", "beta": "REAL",
           **{m: "REAL" for m in METRIC_COLUMNS}}
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, "
            + ", ".join(f"{c} {_TYPES.get(c, 'TEXT')}" for c in COLUMNS[1:]) + ")")
 # One row per study group (experiment.Group.key): where the study's time went.
-GROUP_COLUMNS = ("key", "executor", "seconds", "trained", "evaluated", "host", "finished")
+# stages: seconds per pipeline stage (teacher, train, evaluate, analysis) as JSON; fingerprint:
+# what the group's results depend on (ia2.record), so a changed config reruns it.
+GROUP_COLUMNS = ("key", "executor", "seconds", "trained", "evaluated", "host", "finished",
+                 "stages", "fingerprint")
 _GROUP_SCHEMA = ("CREATE TABLE IF NOT EXISTS groups (key TEXT PRIMARY KEY, executor TEXT, "
-                 "seconds REAL, trained INTEGER, evaluated INTEGER, host TEXT, finished TEXT)")
+                 "seconds REAL, trained INTEGER, evaluated INTEGER, host TEXT, finished TEXT, "
+                 "stages TEXT, fingerprint TEXT)")
 
 
 def run_key(**identity) -> str:
@@ -52,6 +58,8 @@ def _row_values(row: dict) -> tuple:
         full.setdefault(m, metrics.get(m))
     full["metrics"] = json.dumps(metrics, sort_keys=True)
     full["definitions"] = json.dumps(row.get("definitions") or {}, sort_keys=True)
+    if full.get("per_query") is not None and not isinstance(full["per_query"], str):
+        full["per_query"] = json.dumps(full["per_query"], sort_keys=True)
     full.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     if full.get("adapter") is not None:
         full["adapter"] = str(full["adapter"])
@@ -62,6 +70,7 @@ def _decode(r: sqlite3.Row) -> dict:
     d = dict(r)
     d["metrics"] = json.loads(d["metrics"] or "{}")
     d["definitions"] = json.loads(d["definitions"] or "{}")
+    d["per_query"] = json.loads(d["per_query"]) if d.get("per_query") else None
     return d
 
 
@@ -78,6 +87,12 @@ class ResultsStore:
             with self.db:
                 self.db.execute(_SCHEMA)
                 self.db.execute(_GROUP_SCHEMA)
+                for table, cols in (("results", COLUMNS), ("groups", GROUP_COLUMNS)):
+                    have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+                    for c in cols:  # a store written by an earlier version gains new columns
+                        if c not in have:
+                            self.db.execute(f"ALTER TABLE {table} ADD COLUMN {c} "
+                                            f"{_TYPES.get(c, 'TEXT') if table == 'results' else 'TEXT'}")
         except sqlite3.DatabaseError as e:
             raise IA2Error(f"{self.path}: not a usable results database ({e})") from None
 
@@ -129,13 +144,18 @@ class ResultsStore:
         """Record (or replace) a group's wall time and what it computed."""
         record = dict(record)
         record.setdefault("finished", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        if isinstance(record.get("stages"), dict):
+            record["stages"] = json.dumps(record["stages"], sort_keys=True)
         with self.db:
             self.db.execute(f"INSERT OR REPLACE INTO groups ({', '.join(GROUP_COLUMNS)}) "
                             f"VALUES ({', '.join('?' * len(GROUP_COLUMNS))})",
                             tuple(record.get(c) for c in GROUP_COLUMNS))
 
     def groups(self) -> list[dict]:
-        return [dict(r) for r in self.db.execute("SELECT * FROM groups ORDER BY key")]
+        out = [dict(r) for r in self.db.execute("SELECT * FROM groups ORDER BY key")]
+        for g in out:
+            g["stages"] = json.loads(g["stages"]) if g.get("stages") else None
+        return out
 
     def export_jsonl(self, path: str | os.PathLike) -> int:
         """Write every row as one JSON line (sorted by key), atomically. Returns the row count."""

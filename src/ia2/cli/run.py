@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ..errors import IA2Error
 from .common import add_runtime_options, runtime_from_args
 
 
@@ -14,6 +15,10 @@ def register(sub) -> None:
     p.add_argument("--shard", metavar="I/N", help="run a deterministic 1/N of the grid (0-based I)")
     p.add_argument("--out", help="override the config's output directory")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.add_argument("--record", metavar="DIR",
+                   help="keep the study's committable record in DIR (default: the config's record:)")
+    p.add_argument("--max-groups", type=int, metavar="K",
+                   help="run at most K of the groups not finished yet, then stop (resumable)")
     p.add_argument("--executor", metavar="NAME",
                    help="sequential (default) or ray: groups as Ray tasks (docs/clusters.md)")
     p.add_argument("--address", metavar="ADDR",
@@ -29,6 +34,10 @@ def run(args) -> int:
     config = load_experiment(args.config)
     if args.out:
         config.out = args.out
+    if args.record:
+        config.record = args.record
+    if args.max_groups is not None and args.max_groups < 1:
+        raise IA2Error(f"--max-groups must be >= 1, got {args.max_groups}")
     config.runtime = runtime_from_args(args, config.runtime)
     if args.executor or args.address:  # validated by ExecutorConfig, like the YAML's executor:
         name = args.executor or config.executor.name
@@ -38,7 +47,7 @@ def run(args) -> int:
     # cluster the workers' machines decide)
     if not args.dry_run and config.executor.address is None:
         config.runtime.resolve()
-    out = run_study(config, args.shard, args.dry_run)
+    out = run_study(config, args.shard, args.dry_run, max_groups=args.max_groups)
     if args.dry_run or args.no_report:
         return 0
     from ..report import write_report

@@ -188,6 +188,20 @@ def evaluate_setting(model, tokenizer, spec: TaskSpec, queries: Sequence[Example
     return {"metrics": metrics, "per_set": per_set, "definitions": definitions, "records": records}
 
 
+def per_query(records: list[dict], queries: Sequence[Example], confidence: str) -> dict:
+    """Each query's outcome, compact, in the queries' order: `correct` a 0/1 string (label-set
+    correctness, or top-1 with confidence="top1"; exact match for generation), `confidence` the
+    calibration metrics' confidence to 4 places, `uids` a hash of the query ids (rows resampled
+    together must share it)."""
+    uids = hashlib.sha256("\n".join(q.uid for q in queries).encode()).hexdigest()[:16]
+    if records and "correct" in records[0]:  # generation
+        return {"uids": uids, "correct": "".join("01"[bool(r["correct"])] for r in records)}
+    ok, conf = (("label_set_correct", "label_set_confidence") if confidence == "label_set"
+                else ("top1_correct", "top1_confidence"))
+    return {"uids": uids, "correct": "".join("01"[bool(r[ok])] for r in records),
+            "confidence": [round(float(r[conf]), 4) for r in records]}
+
+
 def adapter_identity(adapter_dir) -> str | None:
     """sha256 of the adapter's weights file: results follow the weights, not the path."""
     if adapter_dir is None:
@@ -230,7 +244,8 @@ def evaluate_and_store(store, model, tokenizer, spec: TaskSpec, queries: Sequenc
     out = evaluate_setting(model, tokenizer, spec, queries, setting, config, demo_pool,
                            demo_spec, seed)
     row = dict(ident, key=key, metrics=dict(out["metrics"], per_set=out["per_set"]),
-               definitions=dict(out["definitions"], model_dtype=dtype))
+               definitions=dict(out["definitions"], model_dtype=dtype),
+               per_query=per_query(out["records"], queries, config.confidence))
     if is_main():  # every process holds the same numbers; one writes them
         store.add(row, overwrite=force)
     barrier()

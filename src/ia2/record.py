@@ -1,0 +1,146 @@
+"""A study's durable record: everything it decided and measured, small enough to commit.
+
+The directory named by the experiment's `record:` (e.g. results/repro-cpu/) holds
+
+    experiment.yaml         the study's config
+    evaluations.jsonl       every results-store row (metrics, per-query outcomes), by key
+    groups.jsonl            every finished group: wall time, seconds per stage, fingerprint
+    runs/<task>/<run>.json  each training run's config, dev curves, best dev loss, adapter sha256
+    selection/, analysis/   the learning-rate choices and the analyses, as the study wrote them
+
+and no adapter weights, checkpoints or teacher signals. It is brought up to date after every
+finished group (each file atomically). `ia2 run` restores it into the study's store first: a
+group recorded with the same fingerprint is not run again, even on a machine without `runs/`.
+`ia2 report <record>` reads it as it reads a study directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import yaml
+
+from .errors import IA2Error
+from .io import write_json, write_text
+
+log = logging.getLogger(__name__)
+
+EVALUATIONS, GROUPS = "evaluations.jsonl", "groups.jsonl"
+COPIED = ("selection", "analysis")  # study subdirectories copied as they are
+# Config keys a group's results do not depend on (or that say which groups exist).
+_NOT_RESULTS = ("name", "out", "record", "executor", "runtime", "methods", "baselines", "n",
+                "tasks", "seeds", "lr", "beta")
+_NOT_NUMBERS = (("eval", "batch_size"), ("teacher", "batch_size"), ("train", "progress"),
+                ("train", "report_to"), ("train", "save_total_limit"))
+
+
+def fingerprint(config, group) -> str:
+    """A hash of what `group`'s results depend on: the config less what names other groups
+    (a seed or method added later leaves finished groups alone) and less where it runs."""
+    doc = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_RESULTS}
+    for section, key in _NOT_NUMBERS:
+        doc[section].pop(key, None)
+    entry = next(e for e in config.tasks if e.task == group.task)
+    doc.update(group=group.key, dtype=config.runtime.dtype, task_options=entry.options,
+               ood=entry.ood)
+    if group.kind == "method":
+        doc.update(seeds=config.seeds, lr=config.lr,
+                   beta=config.beta if group.method == "ia2+sft" else None)
+    text = json.dumps(doc, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def is_record(path) -> bool:
+    return (Path(path) / GROUPS).is_file()
+
+
+def _jsonl(path: Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    except (OSError, json.JSONDecodeError) as e:
+        raise IA2Error(f"{path}: not a readable study record ({e})") from None
+
+
+def read(path) -> tuple[list[dict], list[dict]]:
+    """(evaluation rows, group records) of the record at `path`."""
+    path = Path(path)
+    rows = _jsonl(path / EVALUATIONS) if (path / EVALUATIONS).is_file() else []
+    return rows, _jsonl(path / GROUPS)
+
+
+def _lines(docs: list[dict]) -> str:
+    return "".join(json.dumps(d, sort_keys=True) + "\n" for d in docs)
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        write_text(path, text)
+
+
+def _run_doc(run_dir: Path) -> dict:
+    doc = {"config": yaml.safe_load((run_dir / "config.yaml").read_text()),
+           "run": json.loads((run_dir / "run.json").read_text())}
+    if (run_dir / "teacher.json").is_file():
+        doc["teacher"] = json.loads((run_dir / "teacher.json").read_text())
+    return doc
+
+
+def save(study, store) -> Path:
+    """Bring the record of `study` (experiment.Study) up to date with its store and files."""
+    from .config import dump
+
+    rec = Path(study.config.record)
+    _write_if_changed(rec / "experiment.yaml", dump(study.config))
+    _write_if_changed(rec / EVALUATIONS, _lines(store.rows()))
+    for run_json in sorted(study.out.glob("runs/*/*/run.json")):
+        run_dir = run_json.parent
+        doc = _run_doc(run_dir)
+        target = rec / "runs" / run_dir.parent.name / f"{run_dir.name}.json"
+        if not target.is_file() or json.loads(target.read_text()) != doc:
+            write_json(target, doc)
+    for sub in COPIED:
+        for src in sorted((study.out / sub).rglob("*.json")):
+            _write_if_changed(rec / src.relative_to(study.out), src.read_text(encoding="utf-8"))
+    # last: a group is in the record only once everything it made is
+    _write_if_changed(rec / GROUPS, _lines(store.groups()))
+    return rec
+
+
+def restore(study, store) -> int:
+    """Load the record of `study` into its store and output directory (rows, groups, selection
+    and analysis files that are missing there). Returns how many groups the record holds."""
+    rec = study.config.record and Path(study.config.record)
+    if not rec or not is_record(rec):
+        return 0
+    rows, groups = read(rec)
+    for row in rows:
+        store.add(row)  # a row already in the store is kept
+    have = {g["key"] for g in store.groups()}
+    for g in groups:
+        if g["key"] not in have:
+            store.add_group(g)
+    for sub in COPIED:
+        for src in sorted((rec / sub).rglob("*.json")):
+            target = study.out / src.relative_to(rec)
+            if not target.is_file():
+                write_text(target, src.read_text(encoding="utf-8"))
+    return len(groups)
+
+
+def pending(config, work: list) -> list:
+    """The groups of `work` that neither the study's record nor its store holds as finished
+    with their current fingerprint (only a study with a record skips groups this way)."""
+    from .store import read_stores
+
+    if not config.record:
+        return list(work)
+    done = read(config.record)[1] if is_record(config.record) else []
+    db = config.out_dir / "results.sqlite"
+    if db.is_file():
+        done += read_stores([db], "groups")
+    prints = {(g["key"], g.get("fingerprint")) for g in done}
+    return [g for g in work if (g.key, fingerprint(config, g)) not in prints]
