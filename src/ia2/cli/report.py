@@ -5,7 +5,8 @@ from __future__ import annotations
 
 def register(sub) -> None:
     p = sub.add_parser("report", help="write the markdown report (tables, plots) of a study")
-    p.add_argument("run_dir", help="the study's output directory (holds results.sqlite)")
+    p.add_argument("run_dir", help="the study's output directory (holds results.sqlite) or its "
+                   "record (ia2.record, e.g. results/repro-cpu)")
     p.add_argument("--out", help="markdown file to write (default RUN_DIR/report/REPORT.md)")
     p.add_argument("--figures", help="directory for the PNGs and tables/ (CSV, LaTeX); default: figures/ beside --out")
     p.set_defaults(func=run)
@@ -14,6 +15,11 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..report import write_report
 
-    path = write_report(args.run_dir, args.out, args.figures)
+    import shlex
+
+    command = " ".join(["ia2 report", shlex.quote(args.run_dir)]
+                       + [f"--{k} {shlex.quote(v)}" for k, v in (("out", args.out),
+                                                               ("figures", args.figures)) if v])
+    path = write_report(args.run_dir, args.out, args.figures, command)
     print(f"report: {path}")
     return 0

@@ -124,6 +124,19 @@ def ece(confidence, correct, n_bins: int = 15, binning: Binning = "equal_mass") 
     return float(np.sum(gaps * counts) / counts.sum())
 
 
+def ece_equal_mass_rows(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> np.ndarray:
+    """Equal-mass ECE of each row of [R, Q] arrays at once (what `ece` gives row by row; for
+    bootstrap replicates): a bin's |B| * |mean conf - mean acc| is |sum conf - sum correct|."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    ok = np.asarray(correct, dtype=np.float64)
+    order = np.argsort(conf, axis=1, kind="stable")
+    conf, ok = np.take_along_axis(conf, order, 1), np.take_along_axis(ok, order, 1)
+    starts = np.cumsum([0] + [g.size for g in np.array_split(np.arange(conf.shape[1]), n_bins)])
+    starts = np.unique(starts[:-1][starts[:-1] < conf.shape[1]])
+    gaps = np.abs(np.add.reduceat(conf, starts, axis=1) - np.add.reduceat(ok, starts, axis=1))
+    return gaps.sum(axis=1) / conf.shape[1]
+
+
 def mce(confidence, correct, n_bins: int = 15, binning: Binning = "equal_mass") -> float:
     """Maximum calibration error: the largest |accuracy - confidence| over non-empty bins."""
     gaps, _ = _gaps(reliability(confidence, correct, n_bins, binning))

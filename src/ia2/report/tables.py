@@ -150,6 +150,30 @@ def verdicts(tests: list[dict], alpha: float = 0.05) -> list[str]:
     return lines
 
 
+STAGES = ("load", "teacher", "train", "evaluate", "analysis", "other")
+
+
+def stage_times(groups: list[dict]) -> list[str]:
+    """Markdown lines: the study's time per pipeline stage (from the groups' `stages`), by kind
+    of group; empty when no group recorded its stages."""
+    timed = [g for g in groups if g.get("stages")]
+    if not timed:
+        return []
+    kinds = sorted({g["key"].split("/")[0] for g in timed})
+    total = lambda kind, st: sum(g["stages"].get(st, 0.0) for g in timed  # noqa: E731
+                                 if kind in (None, g["key"].split("/")[0]))
+    body = [[st] + [f"{total(k, st) / 60:.1f}" for k in kinds] + [f"{total(None, st) / 60:.1f}"]
+            for st in STAGES if total(None, st) > 0]
+    body.append(["all"] + [f"{sum(total(k, st) for st in STAGES) / 60:.1f}" for k in kinds]
+                + [f"{sum(total(None, st) for st in STAGES) / 60:.1f}"])
+    return ["## Time per stage", "",
+            f"Minutes of wall time per pipeline stage, summed over the {len(timed)} groups that "
+            "recorded it (load: model loading; teacher: ICL responses and activations; train: "
+            "training and dev evaluation; evaluate: test-set evaluation; analysis: activation "
+            "similarity and subspace overlap).", "",
+            markdown(["stage", *kinds, "total"], body), ""]
+
+
 def selections(run_dir: Path) -> list[list[str]]:
     rows = []
     for f in sorted((run_dir / "selection").glob("*.json")):

@@ -1,0 +1,135 @@
+"""A study's durable record (ia2.record): what it holds, a study continued from it without
+`runs/`, fingerprints, --max-groups, and a report regenerated from it byte for byte."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from ia2 import experiment, record
+from ia2.config import dump, load_experiment
+from ia2.errors import IA2Error
+from ia2.evaluate.calibration import ece
+from ia2.report import write_report
+from ia2.store import ResultsStore
+from test_experiment import _config, tiny_dir  # noqa: F401  (tiny_dir: a fixture)
+
+GRID = {"methods": ["sft", "ia2->sft"], "seeds": [0, 1], "lr": [1e-3]}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, tiny_dir):  # noqa: F811
+    root = tmp_path_factory.mktemp("recorded")
+    path = _config(root, tiny_dir, record=str(root / "record"), **GRID)
+    out = experiment.run_study(load_experiment(path), progress=False)
+    return root, path, out
+
+
+def _rows(path) -> dict:
+    with ResultsStore(path) as store:
+        return {r["key"]: r for r in store.rows()}
+
+
+def test_the_record_holds_every_row_group_run_and_analysis(study):
+    root, _, out = study
+    rec = root / "record"
+    rows, groups = record.read(rec)
+    assert {r["key"]: r for r in rows} == _rows(out / "results.sqlite")
+    assert sorted(g["key"] for g in groups) == sorted(
+        g.key for g in experiment.groups(load_experiment(root / "study.yaml")))
+    runs = sorted(p.name for p in (rec / "runs" / "sst2").iterdir())
+    assert runs == sorted(f"{p.name}.json" for p in (out / "runs" / "sst2").iterdir())
+    doc = json.loads((rec / "runs" / "sst2" / runs[0]).read_text())
+    assert doc["run"]["stages"] and doc["config"]["seed"] in (0, 1)
+    for sub in ("selection", "analysis"):
+        assert sorted(p.relative_to(rec) for p in (rec / sub).rglob("*.json")) == \
+            sorted(p.relative_to(out) for p in (out / sub).rglob("*.json"))
+    assert not list(rec.rglob("*.safetensors")) and not list(rec.rglob("*.sqlite"))
+    config = load_experiment(root / "study.yaml")
+    by_key = {g.key: g for g in experiment.groups(config)}
+    for g in groups:  # each group's seconds split into stages
+        assert g["fingerprint"] == record.fingerprint(config, by_key[g["key"]])
+        assert sum(g["stages"].values()) == pytest.approx(g["seconds"], abs=0.5)
+    trained = [g for g in groups if g["key"].startswith("method/")]
+    assert all(g["stages"]["train"] > 0 for g in trained)
+
+
+def test_per_query_outcomes_give_the_stored_metrics(study):
+    rows = _rows(study[2] / "results.sqlite").values()
+    for r in rows:
+        pq = r["per_query"]
+        ok = np.array([c == "1" for c in pq["correct"]])
+        assert len(ok) == r["metrics"]["n"]
+        assert ok.mean() == pytest.approx(r["label_set_accuracy"])
+        # rounded to 4 places: the ECE they give is the stored one up to that rounding
+        assert ece(np.array(pq["confidence"]), ok) == pytest.approx(r["ece"], abs=1e-3)
+    assert len({r["per_query"]["uids"] for r in rows if r["eval_task"] == "sst2"}) == 1
+
+
+def test_a_study_continues_from_its_record_without_runs(study, tmp_path, tiny_dir):  # noqa: F811
+    root, _, out = study
+    rec = tmp_path / "record"
+    shutil.copytree(root / "record", rec)
+    before = record.read(rec)
+    # another machine: the record only, no study directory; one more seed is asked for
+    path = _config(tmp_path, tiny_dir, record=str(rec), **dict(GRID, seeds=[0, 1, 2]))
+    config = load_experiment(path)
+    pending = record.pending(config, experiment.groups(config))
+    # the seed's ICL group, and the method groups (their seeds changed); zero-shot and the old
+    # seeds' ICL groups are done
+    assert sorted(g.key for g in pending) == ["icl/sst2/4/2", "method/sst2/ia2->sft/4",
+                                              "method/sst2/sft/4"]
+    experiment.run_study(config, progress=False, max_groups=1)  # only icl/sst2/4/2
+    rows, groups = record.read(rec)
+    assert len(groups) == len(before[1]) + 1 and not (tmp_path / "study" / "runs").exists()
+    assert {r["key"] for r in before[0]} < {r["key"] for r in rows}
+    assert sorted(g.key for g in record.pending(config, experiment.groups(config))) == \
+        ["method/sst2/ia2->sft/4", "method/sst2/sft/4"]
+    # asked again as it was: nothing to run, nothing written
+    same = load_experiment(_config(tmp_path, tiny_dir, record=str(rec), **GRID))
+    assert record.pending(same, experiment.groups(same)) == []
+    files = lambda: {p: p.stat().st_mtime_ns for p in rec.rglob("*")  # noqa: E731
+                     if p.is_file() and p.name != "experiment.yaml"}  # it says what was asked
+    mtimes = files()
+    experiment.run_study(same, progress=False)
+    assert files() == mtimes
+    assert (rec / "experiment.yaml").read_text() == dump(same)
+    # a setting that changes the numbers reruns every group
+    other = load_experiment(_config(tmp_path, tiny_dir, record=str(rec),
+                                    **dict(GRID, train={"epochs": 3, "eval_steps": 1})))
+    assert len(record.pending(other, experiment.groups(other))) == len(before[1])
+
+
+def test_the_report_from_the_record_is_byte_identical(study, tmp_path):
+    root, _, out = study
+    first = write_report(root / "record", tmp_path / "a" / "R.md", tmp_path / "a" / "fig", "cmd")
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(root / "record", copy)  # the record alone, without the study's directory
+    (copy / "NOTES.md").write_text("## What we learned\n\nnothing yet\n")
+    second = write_report(copy, tmp_path / "a" / "R2.md", tmp_path / "a" / "fig", "cmd")
+    text = second.read_text()
+    notes = "## What we learned\n\nnothing yet\n\n"
+    assert notes in text  # before the tables
+    assert text.replace(notes, "") == first.read_text().replace("# Results: record",
+                                                                "# Results: elsewhere")
+    assert "Generated by `cmd` from `evaluations.jsonl`" in text
+    assert "### IA2→SFT against SFT" in text and "## Time per stage" in text
+    with pytest.raises(IA2Error, match="not an `ia2 run` directory or a study record"):
+        write_report(tmp_path)
+
+
+def test_per_task_n_and_methods(tmp_path, tiny_dir):  # noqa: F811
+    config = load_experiment(_config(
+        tmp_path, tiny_dir, n=[4], tasks=[
+            {"task": "sst2", "n": [4, 6], "extra_methods": {6: ["kd"]}},
+            {"task": "finphrasebank", "methods": ["ia2"]}]))
+    keys = [g.key for g in experiment.groups(config) if g.kind == "method"]
+    assert keys == ["method/sst2/sft/4", "method/sst2/ia2->sft/4", "method/sst2/sft/6",
+                    "method/sst2/ia2->sft/6", "method/sst2/kd/6", "method/finphrasebank/ia2/4"]
+    for tasks, message in (
+            ([{"task": "sst2", "extra_methods": {8: ["kd"]}}], "N = 8 is not among its n"),
+            ([{"task": "sst2", "methods": ["sf"]}], "unknown method 'sf'"),
+            ([{"task": "sst2", "n": [1]}], "tasks.sst2.n")):
+        with pytest.raises(IA2Error, match=message):
+            load_experiment(_config(tmp_path, tiny_dir, tasks=tasks))
