@@ -45,13 +45,21 @@ def fingerprint(config, group) -> str:
     for section, key in _NOT_NUMBERS:
         doc[section].pop(key, None)
     entry = next(e for e in config.tasks if e.task == group.task)
-    doc.update(group=group.key, dtype=config.runtime.dtype, task_options=entry.options,
+    doc.update(group=group.key, dtype=_dtype(config.runtime), task_options=entry.options,
                ood=entry.ood)
     if group.kind == "method":
         doc.update(seeds=config.seeds, lr=config.lr,
                    beta=config.beta if group.method == "ia2+sft" else None)
     text = json.dumps(doc, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _dtype(runtime) -> str:
+    """The dtype the model runs in here ("auto" resolved: fp32 on a CPU, bf16 on most GPUs)."""
+    try:
+        return runtime.resolve().dtype
+    except IA2Error:  # a device this machine lacks (a dry run, a remote cluster's driver)
+        return runtime.dtype
 
 
 def is_record(path) -> bool:

@@ -33,6 +33,32 @@ def _inputs(run_dir: Path) -> tuple[list[dict], list[dict], str]:
                    "directory or a study record?)")
 
 
+def _grid(doc: dict, groups: list[dict]) -> str:
+    """The study's tasks, N and methods, and how much of its grid is recorded."""
+    from ..config import ExperimentConfig, from_dict
+    from ..experiment import Study
+    from ..experiment import groups as grid
+
+    config = from_dict(ExperimentConfig, doc)
+    parts = []
+    for e in config.tasks:
+        ns = config.ns(e)
+        common = [m for m in config.methods_at(e, ns[0]) if all(
+            m in config.methods_at(e, n) for n in ns)]
+        extra = "".join(f"; also {', '.join(m for m in config.methods_at(e, n) if m not in common)}"
+                        f" at N = {n}" for n in ns if set(config.methods_at(e, n)) - set(common))
+        ood = Study(config).eval_tasks(e.task)[1:]
+        parts.append(f"{e.task}{' → ' + ', '.join(ood) if ood else ''} (N ∈ {list(ns)}; "
+                     f"{', '.join(common)}{extra})")
+    text = f"tasks {'; '.join(parts)}"
+    if groups:  # stores written before group records have none: no count to give
+        keys = [g.key for g in grid(config)]
+        done = len({g["key"] for g in groups} & set(keys))
+        state = "complete" if done == len(keys) else "in progress"
+        text += f"; {done} of the grid's {len(keys)} groups recorded ({state})"
+    return text
+
+
 def write_report(run_dir, md_path=None, fig_dir=None, command: str | None = None) -> Path:
     """Write the report of a study directory or record; `command` is how it was asked for
     (named in the report so that anyone can regenerate it)."""
@@ -61,10 +87,9 @@ def write_report(run_dir, md_path=None, fig_dir=None, command: str | None = None
         c = yaml.safe_load(exp.read_text())
         pools = "; ".join(f"{t['task']}: " + (", ".join(f"{k}={v}" for k, v in t["options"].items())
                                                or "the whole training split") for t in c["tasks"])
-        out += [f"Study `{c['name']}`: model {c['model']}; methods {', '.join(c['methods'])}; "
-                f"N ∈ {c['n']}; seeds {c['seeds']}; lr grid {c['lr']}; {c['eval']['size']} "
-                f"evaluation queries per task; teacher site {c['teacher']['site']}. "
-                f"Training and demonstration pools: {pools}.", "",
+        out += [f"Study `{c['name']}`: model {c['model']}; {_grid(c, groups)}; seeds {c['seeds']}; "
+                f"lr grid {c['lr']}; {c['eval']['size']} evaluation queries per task; teacher "
+                f"site {c['teacher']['site']}. Training and demonstration pools: {pools}.", "",
                 "Settings where the paper and ia2's options differ (ia2's docs/fidelity.md):", "",
                 *fidelity_lines(c), ""]
     if notes:
