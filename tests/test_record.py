@@ -3,6 +3,7 @@
 
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -133,3 +134,43 @@ def test_per_task_n_and_methods(tmp_path, tiny_dir):  # noqa: F811
             ([{"task": "sst2", "n": [1]}], "tasks.sst2.n")):
         with pytest.raises(IA2Error, match=message):
             load_experiment(_config(tmp_path, tiny_dir, tasks=tasks))
+
+
+def test_max_groups_must_be_positive(tmp_path, tiny_dir, capsys):  # noqa: F811
+    from ia2.cli import main
+
+    assert main(["run", str(_config(tmp_path, tiny_dir)), "--max-groups", "0"]) == 2
+    assert "--max-groups must be >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.slow
+def test_continue_study_commits_the_record_after_each_group(tmp_path, tiny_dir):  # noqa: F811
+    import os
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / "continue-study.sh"
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True,  # noqa: E731
+                                    text=True).stdout
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    (repo / "README").write_text("x\n")
+    git("add", "README")
+    git("commit", "-qm", "start")
+    config = _config(repo, tiny_dir, record="results/tiny", out="runs/tiny", baselines=["zero_shot"],
+                     methods=["sft"], seeds=[0], lr=[1e-3])
+    (repo / "other").write_text("not the record\n")  # a change of the user's: never committed
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    done = subprocess.run(["bash", str(script), config.name], cwd=repo, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = git("log", "--format=%s").splitlines()
+    assert log[:-1] == ["results/tiny: method/sst2/sft/4 " + log[0].split()[-2] + " s",
+                        "results/tiny: zero_shot/sst2 " + log[1].split()[-2] + " s"]
+    assert git("status", "--porcelain").split() == ["??", "other", "??", "runs/", "??",
+                                                    "study.yaml"]
+    assert "ia2 report results/tiny" in done.stdout

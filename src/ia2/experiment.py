@@ -296,78 +296,16 @@ class Study:
         model, tok = self.model()
         return load_adapter(model, adapter_dir), tok
 
-    # --- analyses ----------------------------------------------------------------------------
+    # --- analyses (ia2.analyses) --------------------------------------------------------------
     def asim(self, group: Group, unit: TrainUnit, adapter_dir: Path | None) -> None:
-        """Activation similarity of this run (and of the base model, once) to ICL, with the ICL
-        baseline's demonstrations (per query, k = N-1 by default)."""
-        from .evaluate.analysis import activation_similarity
-        from .evaluate.runner import demo_sets, per_query_demos
+        from .analyses import asim
 
-        name = "base" if adapter_dir is None else group.method
-        path = self.out / "analysis" / "asim" / f"{group.task}-n{group.n}-s{unit.seed}-{safe(name)}.json"
-        ev, mode = self.eval_config(group.n), self.config.analysis.asim_mode
-        how = {"mode": mode, "icl_demos": ev.icl_demos, "icl_k": ev.icl_k}
-        if path.is_file():  # a file made another way is redone, not mixed into the report
-            done = json.loads(path.read_text())
-            if all(done.get(k) == v for k, v in how.items()):
-                return
-        spec, episode = self.spec(group.task), self.episode(group.task, group.n, unit.seed)
-        queries = self.queries(group.task)[: self.config.analysis.asim_queries]
-        if ev.icl_demos == "shared":  # the first of the baseline's sets
-            demos = demo_sets(episode.demo_pool, spec, ev.icl_k, 1, unit.seed, ev.balanced_demos)[0]
-        else:
-            demos = per_query_demos(episode.demo_pool, spec, ev.icl_k, queries, unit.seed,
-                                    ev.balanced_demos)
-        model, tok = self._adapted(adapter_dir) if adapter_dir else self.model()
-        teacher = replace(self.config.teacher, preset=self.config.preset)
-        sims = activation_similarity(model, tok, spec, queries, demos, teacher, mode)
-        write_json(path, {"task": group.task, "n": group.n, "seed": unit.seed, "model": name,
-                          "site": teacher.site, **how, "queries": len(queries),
-                          "per_layer": sims})
-        if adapter_dir is not None:
-            self.asim(group, unit, None)
+        asim(self, group, unit, adapter_dir)
 
     def subspace(self, task: str | None = None, n: int | None = None) -> None:
-        """Overlap of the selected LoRA adapters' update subspaces, per pair of methods (of one
-        task and N if given). A pair whose adapter is not here (a study continued from its
-        record on another machine) keeps the file it has, or is left out."""
-        from itertools import combinations
+        from .analyses import subspace
 
-        from .evaluate.runner import adapter_identity
-        from .evaluate.subspace import subspace_overlap
-
-        if self.config.adapter.kind != "lora":
-            return
-        cells = [(e, m) for e in self.config.tasks if task in (None, e.task)
-                 for m in self.config.ns(e) if n in (None, m)]
-        for entry, cell_n in cells:
-            seed = self.config.seeds[0]
-            dirs = {}
-            for m in self.config.methods_at(entry, cell_n):
-                sel = self.selection_path(Group("method", entry.task, m, cell_n))
-                if sel.is_file():
-                    s = json.loads(sel.read_text())
-                    unit = TrainUnit(entry.task, m, cell_n, seed, s["lr"], s["beta"])
-                    dirs[m] = unit.run_dir(self.out) / "adapter"
-            for a, b in combinations(sorted(dirs), 2):
-                path = (self.out / "analysis" / "subspace"
-                        / f"{entry.task}-n{cell_n}-s{seed}-{safe(a)}-vs-{safe(b)}.json")
-                missing = [m for m in (a, b) if not (dirs[m] / "adapter_config.json").is_file()]
-                if missing:
-                    if not path.is_file():
-                        log.info("subspace %s: no adapter for %s here", path.name, missing[0])
-                    continue
-                ids = {m: adapter_identity(dirs[m]) for m in (a, b)}
-                # done unless an adapter was retrained since (files before this had no ids)
-                if path.is_file() and json.loads(path.read_text()).get("adapters", ids) == ids:
-                    continue
-                per = subspace_overlap(dirs[a], dirs[b])
-                mean = lambda k: sum(v[k] for v in per.values()) / len(per)  # noqa: E731
-                write_json(path, {"task": entry.task, "n": cell_n, "seed": seed, "a": a, "b": b,
-                                  "overlap": mean("overlap"),
-                                  "random_expected": mean("random_expected"),
-                                  "random_empirical": mean("random_empirical"),
-                                  "adapters": ids, "modules": per})
+        subspace(self, task, n)
 
 
 def cost(config: ExperimentConfig, work: list[Group]) -> dict:

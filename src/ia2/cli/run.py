@@ -48,6 +48,12 @@ def run(args) -> int:
     if not args.dry_run and config.executor.address is None:
         config.runtime.resolve()
     out = run_study(config, args.shard, args.dry_run, max_groups=args.max_groups)
+    if args.max_groups is not None and not args.dry_run:  # what scripts/continue-study.sh reads
+        from ..experiment import groups, parse_shard, shard
+        from ..record import pending
+
+        left = pending(config, shard(groups(config), *parse_shard(args.shard)))
+        print(f"groups left: {len(left) if config.record else 'unknown (no record)'}")
     if args.dry_run or args.no_report:
         return 0
     from ..report import write_report
