@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Continue a study that keeps a record (`record:` in its config), one group at a time,
 # committing the record after each finished group, until none is left.
-#   scripts/continue-study.sh configs/repro-cpu.yaml [extra `ia2 run` options]
+#   scripts/continue-study.sh configs/repro-cpu.yaml [extra `ia2 run` options, not --record]
 # Run it from the project root (the config's relative paths are read from there). Safe to kill
 # at any point: the next call resumes (docs/reproduction.md). It commits only the record.
 set -euo pipefail
@@ -13,8 +13,10 @@ while :; do
   git add -- "$record"
   if ! git diff --cached --quiet -- "$record"; then
     latest=$(python -c 'import json,sys; g=[json.loads(l) for l in open(sys.argv[1])]; g=max(g, key=lambda r: r["finished"]); print(g["key"], "%.0f s" % g["seconds"])' "$record/groups.jsonl")
-    for try in 1 2 3; do  # another git process may hold the index lock for a moment
-      git commit -q -m "$record: $latest" -- "$record" && break || sleep 5
+    for try in 1 2 3 4; do  # another git process may hold the index lock for a moment
+      git commit -q -m "$record: $latest" -- "$record" && break
+      [ "$try" -lt 4 ] || { echo "error: could not commit $record" >&2; exit 1; }
+      sleep 5
     done
   fi
   echo "groups left: $left"

@@ -120,6 +120,66 @@ def test_the_report_from_the_record_is_byte_identical(study, tmp_path):
         write_report(tmp_path)
 
 
+def test_the_cli_report_is_the_same_in_any_process(study, tmp_path):
+    import os
+    import subprocess
+
+    root = study[0]
+    texts = []
+    for seed in ("1", "2"):  # dict and set orders must not leak into the bytes
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        subprocess.run([sys.executable, "-m", "ia2", "report", str(root / "record") + "/",
+                        "--out", str(tmp_path / "R.md"), "--figures", str(tmp_path / "f")],
+                       check=True, capture_output=True, env=env)
+        texts.append((tmp_path / "R.md").read_bytes())
+    assert texts[0] == texts[1]
+    assert f"`ia2 report {root / 'record'} --out".encode() in texts[0]  # the path normalised
+
+
+def test_shards_sharing_a_record_keep_each_others_rows_and_groups(study, tmp_path):
+    root, path, out = study
+    config = load_experiment(path)
+    rec = tmp_path / "record"
+    rows, groups = record.read(root / "record")
+    # a shard whose store holds only the first half, and an older copy of a group
+    half = tmp_path / "shard"
+    with ResultsStore(half / "results.sqlite") as store:
+        for r in rows[: len(rows) // 2]:
+            store.add(dict(r, per_query=None) if r is rows[0] else r)
+        store.add_group(dict(groups[0], finished="2000-01-01T00:00:00+00:00", seconds=1.0))
+    shutil.copytree(root / "record", rec)
+    config.record, config.out = str(rec), str(half)
+    with ResultsStore(half / "results.sqlite") as store:
+        record.save(experiment.Study(config), store)
+    new_rows, new_groups = record.read(rec)
+    assert new_rows == rows and new_groups == groups  # nothing lost, nothing older kept
+    with ResultsStore(half / "results.sqlite") as store:  # restoring brings the newer back
+        record.restore(experiment.Study(config), store)
+        assert store.get(rows[0]["key"])["per_query"] == rows[0]["per_query"]
+        assert {g["key"]: g for g in store.groups()}[groups[0]["key"]] == groups[0]
+
+
+def test_a_store_from_before_per_query_gains_the_columns(tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "old.sqlite")
+    db.execute("CREATE TABLE results (key TEXT PRIMARY KEY, model TEXT, adapter TEXT, "
+               "method TEXT, task TEXT, eval_task TEXT, n INTEGER, seed INTEGER, lr REAL, "
+               "beta REAL, setting TEXT, accuracy REAL, label_set_accuracy REAL, ece REAL, "
+               "brier REAL, nll REAL, exact_match REAL, metrics TEXT, definitions TEXT, "
+               "created TEXT)")
+    db.execute("INSERT INTO results (key, setting, metrics, definitions) "
+               "VALUES ('k', 'icl', '{}', '{}')")
+    db.commit()
+    db.close()
+    with ResultsStore(tmp_path / "old.sqlite") as store:
+        assert store.get("k")["per_query"] is None
+        store.add({"key": "k2", "setting": "icl", "per_query": {"correct": "1", "uids": "u"}})
+        store.add_group({"key": "g", "seconds": 1.0, "stages": {"train": 1.0}})
+        assert store.get("k2")["per_query"] == {"correct": "1", "uids": "u"}
+        assert store.groups()[0]["stages"] == {"train": 1.0}
+
+
 def test_per_task_n_and_methods(tmp_path, tiny_dir):  # noqa: F811
     config = load_experiment(_config(
         tmp_path, tiny_dir, n=[4], tasks=[

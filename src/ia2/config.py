@@ -126,6 +126,8 @@ class ExperimentConfig:
         for e in self.tasks:
             where = f"tasks.{e.task}"
             if e.n is not None:
+                if not e.n:
+                    raise IA2Error(f"{where}.n: name at least one N (or leave it out)")
                 validate.each(validate.integer, f"{where}.n", e.n, low=2)
             if not isinstance(e.extra_methods, dict):
                 raise IA2Error(f"{where}.extra_methods: expected a mapping N -> methods")

@@ -120,10 +120,16 @@ def run_group(study, group, store: GroupStore, bar=None) -> GroupResult:
                        socket.gethostname(), stages, fingerprint(study.config, group))
 
 
-def record(store, result: GroupResult, executor: str, study=None) -> None:
+def record(store, result: GroupResult, executor: str, study=None, group=None) -> None:
     """The driver's write of a group's result: its rows (a row already there is kept) and its
     time, unless a rerun found everything done and would overwrite the time that did the work;
-    then the study's record (ia2.record), if it keeps one."""
+    then the study's record (ia2.record), if it keeps one. With `group`, the fingerprint is the
+    driver's (a remote worker resolves the runtime on its own machine; the driver decides what
+    is pending)."""
+    if study is not None and group is not None:
+        from .record import fingerprint
+
+        result.fingerprint = fingerprint(study.config, group)
     for row in result.rows:
         store.add(row)
     old = next((g for g in store.groups() if g["key"] == result.key), None)
@@ -237,7 +243,7 @@ def run_ray(study, work, store, progress: bool) -> None:
                 done, pending = ray.wait(pending, num_returns=1)
                 for ref in done:
                     try:
-                        record(store, ray.get(ref), "ray", study)
+                        record(store, ray.get(ref), "ray", study, refs[ref])
                     except ray.exceptions.RayError as e:
                         failures.append(_failure(ray, refs[ref], e))
                     bar.update(1)

@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from .errors import IA2Error
-from .io import write_json, write_text
+from .io import exclusive_lock, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def read(path) -> tuple[list[dict], list[dict]]:
     """(evaluation rows, group records) of the record at `path`."""
     path = Path(path)
     rows = _jsonl(path / EVALUATIONS) if (path / EVALUATIONS).is_file() else []
-    return rows, _jsonl(path / GROUPS)
+    return rows, _jsonl(path / GROUPS) if (path / GROUPS).is_file() else []
 
 
 def _lines(docs: list[dict]) -> str:
@@ -97,45 +97,79 @@ def _run_doc(run_dir: Path) -> dict:
     return doc
 
 
+def _rows(old: list[dict], new: list[dict]) -> list[dict]:
+    """Rows by key: a newer copy replaces an older one, except that a row with per-query
+    outcomes is never replaced by one without (a store written before they existed)."""
+    out = {r["key"]: r for r in old}
+    for r in new:
+        have = out.get(r["key"])
+        if have is None or not (have.get("per_query") and not r.get("per_query")):
+            out[r["key"]] = r
+    return [out[k] for k in sorted(out)]
+
+
+def _groups(old: list[dict], new: list[dict]) -> list[dict]:
+    """Group records by key, the one finished last winning (a tie goes to `new`)."""
+    out = {g["key"]: g for g in old}
+    for g in new:
+        have = out.get(g["key"])
+        if have is None or (g.get("finished") or "") >= (have.get("finished") or ""):
+            out[g["key"]] = g
+    return [out[k] for k in sorted(out)]
+
+
+def _lock(rec: Path):
+    """Shards of one study may share a record (on a shared file system): one writes at a time.
+    The lock file sits beside the record, not in it (it is not committed)."""
+    return exclusive_lock(rec.parent / f".{rec.name}.lock")
+
+
 def save(study, store) -> Path:
-    """Bring the record of `study` (experiment.Study) up to date with its store and files."""
+    """Bring the record of `study` (experiment.Study) up to date with its store and files,
+    keeping what other processes (shards) recorded there."""
     from .config import dump
 
     rec = Path(study.config.record)
-    _write_if_changed(rec / "experiment.yaml", dump(study.config))
-    _write_if_changed(rec / EVALUATIONS, _lines(store.rows()))
-    for run_json in sorted(study.out.glob("runs/*/*/run.json")):
-        run_dir = run_json.parent
-        doc = _run_doc(run_dir)
-        target = rec / "runs" / run_dir.parent.name / f"{run_dir.name}.json"
-        if not target.is_file() or json.loads(target.read_text()) != doc:
-            write_json(target, doc)
-    for sub in COPIED:
-        for src in sorted((study.out / sub).rglob("*.json")):
-            _write_if_changed(rec / src.relative_to(study.out), src.read_text(encoding="utf-8"))
-    # last: a group is in the record only once everything it made is
-    _write_if_changed(rec / GROUPS, _lines(store.groups()))
+    with _lock(rec):
+        old_rows, old_groups = read(rec) if is_record(rec) else ([], [])
+        _write_if_changed(rec / "experiment.yaml", dump(study.config))
+        _write_if_changed(rec / EVALUATIONS, _lines(_rows(old_rows, store.rows())))
+        for run_json in sorted(study.out.glob("runs/*/*/run.json")):
+            run_dir = run_json.parent
+            doc = _run_doc(run_dir)
+            target = rec / "runs" / run_dir.parent.name / f"{run_dir.name}.json"
+            if not target.is_file() or json.loads(target.read_text()) != doc:
+                write_json(target, doc)
+        for sub in COPIED:
+            for src in sorted((study.out / sub).rglob("*.json")):
+                _write_if_changed(rec / src.relative_to(study.out),
+                                  src.read_text(encoding="utf-8"))
+        # last: a group is in the record only once everything it made is
+        _write_if_changed(rec / GROUPS, _lines(_groups(old_groups, store.groups())))
     return rec
 
 
 def restore(study, store) -> int:
-    """Load the record of `study` into its store and output directory (rows, groups, selection
-    and analysis files that are missing there). Returns how many groups the record holds."""
+    """Load the record of `study` into its store and output directory: its rows and groups
+    where the store lacks them or has older ones, its selection and analysis files where they
+    differ (the record is what every machine shares). Returns how many groups it holds."""
     rec = study.config.record and Path(study.config.record)
     if not rec or not is_record(rec):
         return 0
-    rows, groups = read(rec)
-    for row in rows:
-        store.add(row)  # a row already in the store is kept
-    have = {g["key"] for g in store.groups()}
-    for g in groups:
-        if g["key"] not in have:
-            store.add_group(g)
-    for sub in COPIED:
-        for src in sorted((rec / sub).rglob("*.json")):
-            target = study.out / src.relative_to(rec)
-            if not target.is_file():
-                write_text(target, src.read_text(encoding="utf-8"))
+    with _lock(rec):
+        rows, groups = read(rec)
+        for row in rows:
+            have = store.get(row["key"])
+            if have is None or (row.get("per_query") and not have.get("per_query")):
+                store.add(row, overwrite=True)
+        local = {g["key"]: g for g in store.groups()}
+        for g in _groups(list(local.values()), groups):
+            if local.get(g["key"]) != g:
+                store.add_group(g)
+        for sub in COPIED:
+            for src in sorted((rec / sub).rglob("*.json")):
+                _write_if_changed(study.out / src.relative_to(rec),
+                                  src.read_text(encoding="utf-8"))
     return len(groups)
 
 

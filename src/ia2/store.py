@@ -91,8 +91,12 @@ class ResultsStore:
                     have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
                     for c in cols:  # a store written by an earlier version gains new columns
                         if c not in have:
-                            self.db.execute(f"ALTER TABLE {table} ADD COLUMN {c} "
-                                            f"{_TYPES.get(c, 'TEXT') if table == 'results' else 'TEXT'}")
+                            kind = _TYPES.get(c, "TEXT") if table == "results" else "TEXT"
+                            try:
+                                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {c} {kind}")
+                            except sqlite3.OperationalError as e:  # another process added it
+                                if "duplicate column" not in str(e):
+                                    raise
         except sqlite3.DatabaseError as e:
             raise IA2Error(f"{self.path}: not a usable results database ({e})") from None
 

@@ -38,8 +38,8 @@ def test_paired_matches_a_slow_reference():
         every = np.arange(120)
         est = np.mean([f(a[s], every) - f(b[s], every) for s in range(5)])
         assert got[name].estimate == pytest.approx(est)
-        assert got[name].low == pytest.approx(np.percentile(reps, 2.5))
-        assert got[name].high == pytest.approx(np.percentile(reps, 97.5))
+        assert got[name].low == pytest.approx(2 * est - np.percentile(reps, 97.5))
+        assert got[name].high == pytest.approx(2 * est - np.percentile(reps, 2.5))
 
 
 def test_paired_finds_a_real_difference_and_none_between_equals():
@@ -89,3 +89,31 @@ def test_report_section_pairs_seeds_on_the_same_queries():
     ia2 = text.split("### IA2 against ICL")[1]
     assert "| sst2 | sst2 | 4 | 3 | +0.000 [+0.000, +0.000]" in ia2 and "| agrees |" in ia2
     assert compare.section([dict(r, per_query=None) for r in rows]) == []
+
+
+def test_report_section_uses_each_seeds_newest_row_and_needs_three_seeds():
+    old = dict(_row("ia2->sft", "adapter", 0, "0000000000"), created="2026-01-01", lr=0.1)
+    rows = [dict(_row("ia2->sft", "adapter", s, "1111111110"), created="2026-02-01")
+            for s in range(3)] + [old] + [_row("sft", "adapter", s, "1100000000") for s in range(3)]
+    text = "\n".join(compare.section(rows, n_boot=200))
+    assert "| sst2 | sst2 | 4 | 3 | +0.700 [" in text  # not the stale seed-0 row (+0.467)
+    two = [r for r in rows if r["seed"] != 2]
+    assert "– (fewer than 3 seeds)" in "\n".join(compare.section(two, n_boot=50))
+    gen = [dict(r, per_query={"uids": "u", "correct": r["per_query"]["correct"]}) for r in rows]
+    lines = "\n".join(compare.section(gen, n_boot=50)).splitlines()
+    line = next(x for x in lines if x.startswith("| sst2 | sst2"))
+    assert line.split(" | ")[5] == "–"  # generation: no ECE
+
+
+def test_intervals_cover_a_zero_difference_most_of_the_time():
+    """Two methods with the same accuracy (seed effects and query difficulty shared): the 95%
+    interval should contain 0 in (about) 95% of studies; it errs on the wide side."""
+    rng = np.random.default_rng(3)
+    covered = 0
+    for _ in range(60):
+        hard = rng.random(200) < 0.3  # queries both methods find hard
+        study = [{s: Outcomes(np.where(hard, rng.random(200) < 0.3, rng.random(200) < 0.8),
+                              rng.random(200) * 0.5 + 0.5) for s in range(5)} for _ in range(2)]
+        i = paired(*study, n_boot=300, seed=int(rng.integers(1 << 30)))["acc"]
+        covered += i.low <= 0 <= i.high
+    assert covered >= 54  # >= 90% of 60

@@ -17,7 +17,9 @@ def run(args) -> int:
 
     import shlex
 
-    command = " ".join(["ia2 report", shlex.quote(args.run_dir)]
+    import os
+
+    command = " ".join(["ia2 report", shlex.quote(os.path.normpath(args.run_dir))]
                        + [f"--{k} {shlex.quote(v)}" for k, v in (("out", args.out),
                                                                ("figures", args.figures)) if v])
     path = write_report(args.run_dir, args.out, args.figures, command)

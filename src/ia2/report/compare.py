@@ -10,13 +10,16 @@ from .tables import LABELS, markdown
 # IA2 as a priming step before SFT improves accuracy and calibration over SFT; IA2 alone
 # replicates ICL (Qwen3-4B, SST-2, N = 4: 0.827 against ICL's 0.854), a claim of closeness.
 COMPARISONS = (("ia2->sft", "sft", "higher", "lower"), ("ia2", "icl", "close", None))
+MIN_SEEDS = 3  # fewer seeds say too little about seed variance to set against the paper
 
 
 def outcomes(rows: list[dict]) -> dict:
     """{(task, n, eval_task, method): {seed: Outcomes}} from rows (one per identity) that
     carry per-query outcomes; ICL rows under "icl", adapters under their method."""
+    from .tables import _newest_first
+
     out: dict = {}
-    for r in rows:
+    for r in _newest_first(rows):  # a seed's newest row, as the tables show
         if not r.get("per_query") or r["n"] is None or r["setting"] not in ("icl", "adapter"):
             continue
         cell = out.setdefault((r["task"], r["n"], r["eval_task"], r["method"]), {})
@@ -57,6 +60,8 @@ def section(rows: list[dict], n_boot: int = 2000) -> list[str]:
             agree = agreement(acc, claim_acc)
             if claim_ece and ece is not None:
                 agree += f" (acc), {agreement(ece, claim_ece)} (ECE)"
+            if len(shared) < MIN_SEEDS:
+                agree = f"– (fewer than {MIN_SEEDS} seeds)"
             body.append([task, e, str(n), str(len(shared)), _interval(acc),
                          _interval(ece) if ece else "–", _verdict(a, b, acc, ece), agree])
         if not body:
