@@ -81,7 +81,11 @@ def test_a_study_continues_from_its_record_without_runs(study, tmp_path, tiny_di
     # seeds' ICL groups are done
     assert sorted(g.key for g in pending) == ["icl/sst2/4/2", "method/sst2/ia2->sft/4",
                                               "method/sst2/sft/4"]
-    experiment.run_study(config, progress=False, max_groups=1)  # only icl/sst2/4/2
+    assert [g.key for g in pending][0].startswith("method/")  # methods first in a cell
+    # without methods, only the new seed's ICL group is left
+    icl_only = load_experiment(_config(tmp_path, tiny_dir, record=str(rec),
+                                       **dict(GRID, seeds=[0, 1, 2], methods=[])))
+    experiment.run_study(icl_only, progress=False, max_groups=1)
     rows, groups = record.read(rec)
     assert len(groups) == len(before[1]) + 1 and not (tmp_path / "study" / "runs").exists()
     assert {r["key"] for r in before[0]} < {r["key"] for r in rows}

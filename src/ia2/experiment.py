@@ -70,9 +70,10 @@ def groups(config: ExperimentConfig) -> list[Group]:
         if "zero_shot" in config.baselines:
             out.append(Group("zero_shot", entry.task))
         for n in config.ns(entry):
+            # methods first: they take longest, and a study stopped part-way has its comparisons
+            out += [Group("method", entry.task, m, n) for m in config.methods_at(entry, n)]
             if "icl" in config.baselines:
                 out += [Group("icl", entry.task, n=n, seed=s) for s in config.seeds]
-            out += [Group("method", entry.task, m, n) for m in config.methods_at(entry, n)]
     return out
 
 
