@@ -235,6 +235,8 @@ def test_continue_study_commits_the_record_after_each_group(tmp_path, tiny_dir):
     log = git("log", "--format=%s").splitlines()
     assert log[:-1] == ["results/tiny: method/sst2/sft/4 " + log[0].split()[-2] + " s",
                         "results/tiny: zero_shot/sst2 " + log[1].split()[-2] + " s"]
-    assert git("status", "--porcelain").split() == ["??", "other", "??", "runs/", "??",
-                                                    "study.yaml"]
+    # untracked: the user's file, the study directory, the config, the record's lock file
+    # (beside the record; ia2's own .gitignore lists results/.*.lock)
+    assert git("status", "--porcelain").split() == ["??", "other", "??", "results/.tiny.lock",
+                                                    "??", "runs/", "??", "study.yaml"]
     assert "ia2 report results/tiny" in done.stdout
