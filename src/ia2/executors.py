@@ -93,7 +93,6 @@ class GroupResult:
     trained: int = 0  # training runs it finished (0 when all were done before)
     host: str = ""
     stages: dict = field(default_factory=dict)  # seconds per stage (Study.timed)
-    fingerprint: str = ""  # ia2.record.fingerprint
 
 
 def run_group(study, group, store: GroupStore, bar=None) -> GroupResult:
@@ -102,7 +101,6 @@ def run_group(study, group, store: GroupStore, bar=None) -> GroupResult:
 
     from .experiment import units
     from .methods.pipeline import finished
-    from .record import fingerprint
 
     bar = bar if bar is not None else tqdm(disable=True)
     todo = ([u.run_dir(study.out) for u in units(study.config, group)
@@ -117,32 +115,27 @@ def run_group(study, group, store: GroupStore, bar=None) -> GroupResult:
     stages = {k: round(v, 1) for k, v in sorted(study.timings.items())}
     stages["other"] = round(max(0.0, seconds - sum(study.timings.values())), 1)
     return GroupResult(group.key, store.added, seconds, sum(finished(d) for d in todo),
-                       socket.gethostname(), stages, fingerprint(study.config, group))
+                       socket.gethostname(), stages)
 
 
-def record(store, result: GroupResult, executor: str, study=None, group=None) -> None:
+def record(store, result: GroupResult, executor: str, study, group) -> None:
     """The driver's write of a group's result: its rows (a row already there is kept) and its
     time, unless a rerun found everything done and would overwrite the time that did the work;
-    then the study's record (ia2.record), if it keeps one. With `group`, the fingerprint is the
-    driver's (a remote worker resolves the runtime on its own machine; the driver decides what
-    is pending)."""
-    if study is not None and group is not None:
-        from .record import fingerprint
+    then the study's record (ia2.record), if it keeps one. The fingerprint is the driver's: it
+    decides what is pending (a remote worker resolves the runtime on its own machine)."""
+    from .record import fingerprint, save
 
-        result.fingerprint = fingerprint(study.config, group)
+    fp = fingerprint(study.config, group)
     for row in result.rows:
         store.add(row)
     old = next((g for g in store.groups() if g["key"] == result.key), None)
     if result.rows or result.trained or old is None:
         store.add_group({"key": result.key, "executor": executor, "seconds": result.seconds,
                          "trained": result.trained, "evaluated": len(result.rows),
-                         "host": result.host, "stages": result.stages,
-                         "fingerprint": result.fingerprint})
-    elif old.get("fingerprint") != result.fingerprint:  # found done: its record is now current
-        store.add_group(dict(old, fingerprint=result.fingerprint))
-    if study is not None and study.config.record:
-        from .record import save
-
+                         "host": result.host, "stages": result.stages, "fingerprint": fp})
+    elif old.get("fingerprint") != fp:  # found done: its record is now current
+        store.add_group(dict(old, fingerprint=fp))
+    if study.config.record:
         save(study, store)
 
 
@@ -156,7 +149,7 @@ def run(study, work, store, progress: bool, total_jobs: int) -> None:
               disable=not progress) as bar:
         for g in work:
             bar.set_postfix_str(g.key)
-            record(store, run_group(study, g, GroupStore(store), bar), "sequential", study)
+            record(store, run_group(study, g, GroupStore(store), bar), "sequential", study, g)
 
 
 # --- Ray ---------------------------------------------------------------------------------------

@@ -347,7 +347,7 @@ def run_study(config: ExperimentConfig, shard_spec: str | None = None, dry_run: 
         if record.restore(study, store):
             log.info("restored %s; %d groups to run", config.record, len(work))
         executors.run(study, work, store, progress, total)  # sequential, or Ray tasks
-        if config.analysis.subspace and (work or not config.record):
+        if config.analysis.subspace:  # pairs whose groups finished together (Ray workers)
             study.subspace()
         if config.record:
             record.save(study, store)

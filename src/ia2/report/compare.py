@@ -4,7 +4,7 @@ task), paired over seeds and queries (ia2.report.bootstrap), beside what the pap
 from __future__ import annotations
 
 from .bootstrap import EQUIVALENCE, Outcomes, agreement, paired
-from .tables import LABELS, markdown
+from .tables import LABELS, markdown, newest_first
 
 # (a, b, the paper's claim about a − b for accuracy, for ECE). The paper (abstract, Table 1):
 # IA2 as a priming step before SFT improves accuracy and calibration over SFT; IA2 alone
@@ -16,10 +16,8 @@ MIN_SEEDS = 3  # fewer seeds say too little about seed variance to set against t
 def outcomes(rows: list[dict]) -> dict:
     """{(task, n, eval_task, method): {seed: Outcomes}} from rows (one per identity) that
     carry per-query outcomes; ICL rows under "icl", adapters under their method."""
-    from .tables import _newest_first
-
     out: dict = {}
-    for r in _newest_first(rows):  # a seed's newest row, as the tables show
+    for r in newest_first(rows):  # a seed's newest row, as the tables show
         if not r.get("per_query") or r["n"] is None or r["setting"] not in ("icl", "adapter"):
             continue
         cell = out.setdefault((r["task"], r["n"], r["eval_task"], r["method"]), {})

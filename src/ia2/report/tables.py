@@ -25,7 +25,7 @@ def headline(row: dict) -> float | None:
 IDENTITY = ("model", "task", "method", "n", "seed", "lr", "beta", "eval_task", "setting")
 
 
-def _newest_first(rows: list[dict]) -> list[dict]:
+def newest_first(rows: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: (r.get("created") or "", r.get("key") or ""), reverse=True)
 
 
@@ -46,7 +46,7 @@ def latest(rows: list[dict]) -> tuple[list[dict], list[str]]:
         groups.setdefault(ident, []).append(r)
     kept, notes = [], []
     for group in groups.values():
-        newest = _newest_first(group)
+        newest = newest_first(group)
         kept.append(newest[0])
         if len(group) > 1:
             notes.append(f"{_who(newest[0])}: {len(group)} evaluations stored (a retrained or "
@@ -67,7 +67,7 @@ def collect(rows: list[dict], notes: list[str] | None = None) -> dict:
         if r["n"] is not None:
             ns[r["task"]].add(r["n"])
     out: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
-    for r in _newest_first(rows):
+    for r in newest_first(rows):
         for n in ([r["n"]] if r["n"] is not None else sorted(ns[r["task"]]) or [None]):
             cell = out[(r["task"], n)][r["eval_task"]][r["method"]]
             if r["seed"] in cell["seeds"]:  # never a spread that is not over seeds
