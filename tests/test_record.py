@@ -68,7 +68,10 @@ def test_per_query_outcomes_give_the_stored_metrics(study):
     assert len({r["per_query"]["uids"] for r in rows if r["eval_task"] == "sst2"}) == 1
 
 
-def test_a_study_continues_from_its_record_without_runs(study, tmp_path, tiny_dir):  # noqa: F811
+def test_a_study_continues_from_its_record_without_runs(study, tmp_path, tiny_dir,  # noqa: F811
+                                                        capsys):
+    from ia2.cli import main
+
     root, _, out = study
     rec = tmp_path / "record"
     shutil.copytree(root / "record", rec)
@@ -82,6 +85,10 @@ def test_a_study_continues_from_its_record_without_runs(study, tmp_path, tiny_di
     assert sorted(g.key for g in pending) == ["icl/sst2/4/2", "method/sst2/ia2->sft/4",
                                               "method/sst2/sft/4"]
     assert [g.key for g in pending][0].startswith("method/")  # methods first in a cell
+    assert main(["run", str(path), "--dry-run"]) == 0  # the groups left, at the record's pace
+    out = capsys.readouterr().out
+    assert "groups=3;" in out and f"of the {len(before[1])} recorded groups" in out
+    assert float(out.split("hours_at_recorded_pace=")[1].split(";")[0]) >= 0
     # without methods, only the new seed's ICL group is left
     icl_only = load_experiment(_config(tmp_path, tiny_dir, record=str(rec),
                                        **dict(GRID, seeds=[0, 1, 2], methods=[])))

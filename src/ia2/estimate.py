@@ -251,10 +251,8 @@ def _sig(x: float) -> float:
     return round(x, 1) if x >= 10 else round(x, 2) if x >= 0.1 else round(x, 3)
 
 
-def study_cost(config, work) -> dict:
-    """What --dry-run prints for the groups `work` of `config`: counts of the study's work, an
-    upper bound on optimizer steps, and GPU hours and FLOPs from the compute model above (and,
-    for the embedded models, CPU hours from the measured constants)."""
+def _metered(config, work):
+    """(Meter, counts, teacher episodes, tasks of unknown size, model size) of the groups `work`."""
     from .episodes import DEV_MAX
     from .experiment import Study, units
     from .methods.pipeline import RunConfig, needs_teacher, stages
@@ -339,12 +337,26 @@ def study_cost(config, work) -> dict:
         meter.prompts("teacher", n + max(1, min(DEV_MAX, n // 2)),
                       demos(task, k) + tokens(size(task).train_query), response(task),
                       config.teacher.batch_size)
-    out = {"groups": len(work), "teacher_episodes": len(episodes), "training_runs": trains,
-           "evaluations": evals, "max_steps": steps, "eval_queries": queries}
+    counts = {"groups": len(work), "teacher_episodes": len(episodes), "training_runs": trains,
+              "evaluations": evals, "max_steps": steps, "eval_queries": queries}
+    return meter, counts, episodes, guessed, model
+
+
+def study_cost(config, work, done: list[dict] = ()) -> dict:
+    """What --dry-run prints for the groups `work` of `config`: counts of the study's work, an
+    upper bound on optimizer steps, and GPU hours and FLOPs from the compute model above (and,
+    for the embedded models, CPU hours from the measured constants). With `done`, the finished
+    groups of a record (wall `seconds` by `key`), also the hours `work` takes at their pace."""
+    meter, out, episodes, guessed, model = _metered(config, work)
+    steps, queries = out["max_steps"], out["eval_queries"]
     if config.model in ALIASES and ALIASES[config.model] in ("google/gemma-3-270m",
                                                              "HuggingFaceTB/SmolLM2-135M"):
         hours = (steps * SECONDS_PER_STEP + queries * SECONDS_PER_QUERY) / 3600
         out["max_hours_gemma_cpu"] = round(hours, 1)
+    paced = recorded_pace(config, work, done)
+    if paced:
+        out["hours_at_recorded_pace"] = _sig(paced[0])
+        out["pace"] = paced[1]
     if model is None:
         out["gpu_hours"] = "unknown"
         out["note"] = (f"model {config.model} is not in ia2.estimate.MODELS and has no local "
@@ -362,15 +374,45 @@ def study_cost(config, work) -> dict:
     return out
 
 
+def recorded_pace(config, work, done) -> tuple[float, str] | None:
+    """Hours the groups `work` take at the pace the finished groups `done` kept: each group's
+    FLOPs (the compute model's) times the seconds per FLOP of the finished groups of its kind
+    (zero-shot, ICL, method; all kinds together for a kind none finished), and how."""
+    from .experiment import groups
+
+    grid = {g.key: g for g in groups(config)}
+    newest = {d["key"]: d for d in sorted(done, key=lambda d: d.get("finished") or "")
+              if d["key"] in grid and d.get("seconds")}
+    flops = lambda g: sum(_metered(config, [g])[0].flops.values())  # noqa: E731
+    secs: dict[str, float] = {}
+    work_done: dict[str, float] = {}
+    for key, d in newest.items():
+        kind = grid[key].kind
+        secs[kind] = secs.get(kind, 0.0) + d["seconds"]
+        work_done[kind] = work_done.get(kind, 0.0) + flops(grid[key])
+    if not secs or not sum(work_done.values()):
+        return None
+    rate = {k: secs[k] / work_done[k] for k in secs if work_done[k]}
+    overall = sum(secs.values()) / sum(work_done.values())
+    hours = sum(flops(g) * rate.get(g.kind, overall) for g in work) / 3600
+    hosts = ", ".join(sorted({str(d.get("host")) for d in newest.values()}))
+    kinds = ", ".join(f"{k} {secs[k] / work_done[k] * 1e12:.2f}" for k in sorted(rate))
+    return hours, (f"the FLOPs left at the seconds per TFLOP of the {len(newest)} recorded groups "
+                   f"by kind ({kinds}; on {hosts})")
+
+
 def dry_run_lines(counts: dict) -> list[str]:
     """The summary lines a dry run prints after its groups."""
-    main = {k: v for k, v in counts.items() if not k.startswith("gpu_hours_") and k != "note"}
+    main = {k: v for k, v in counts.items()
+            if not k.startswith("gpu_hours_") and k not in ("note", "pace")}
     lines = ["; ".join(f"{k}={v}" for k, v in main.items())]
     if isinstance(counts.get("gpu_hours"), float):
         parts = " + ".join(f"{s} {counts['gpu_hours_' + s]}"
                            for s in ("teacher", "training", "evaluation", "analysis"))
         lines.append(f"gpu_hours = {parts} (training: every run to its epoch limit); "
                      f"{Hardware.from_env().describe()}; docs/gpus.md, the paper's configs")
+    if counts.get("pace"):
+        lines.append(f"hours_at_recorded_pace = {counts['pace']}")
     if counts.get("note"):
         lines.append(f"note: {counts['note']}")
     return lines

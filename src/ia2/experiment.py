@@ -309,11 +309,12 @@ class Study:
         subspace(self, task, n)
 
 
-def cost(config: ExperimentConfig, work: list[Group]) -> dict:
-    """What --dry-run prints: counts of the work, GPU hours and FLOPs (`ia2.estimate`)."""
+def cost(config: ExperimentConfig, work: list[Group], done: list[dict] = ()) -> dict:
+    """What --dry-run prints: counts of the work, GPU hours and FLOPs, and with the finished
+    groups `done`, the hours at their pace (`ia2.estimate`)."""
     from .estimate import study_cost
 
-    return study_cost(config, work)
+    return study_cost(config, work, done)
 
 
 def run_study(config: ExperimentConfig, shard_spec: str | None = None, dry_run: bool = False,
@@ -326,10 +327,11 @@ def run_study(config: ExperimentConfig, shard_spec: str | None = None, dry_run: 
     check_inputs(config)  # before the output directory exists: bad input leaves nothing behind
     executors.check(config.executor)
     work = shard(groups(config), *parse_shard(shard_spec))
-    work = record.pending(config, work)
+    done = record.finished(config)
+    work = record.pending(config, work, done)
     if max_groups is not None:
         work = work[:max_groups]
-    counts = cost(config, work)
+    counts = cost(config, work, done if dry_run else ())
     if dry_run:
         for g in work:
             extra = f"  ({len(units(config, g))} training runs)" if g.kind == "method" else ""

@@ -173,16 +173,24 @@ def restore(study, store) -> int:
     return len(groups)
 
 
-def pending(config, work: list) -> list:
-    """The groups of `work` that neither the study's record nor its store holds as finished
-    with their current fingerprint (only a study with a record skips groups this way)."""
+def finished(config) -> list[dict]:
+    """The finished groups that the study's record and its store hold (none without a record)."""
     from .store import read_stores
 
     if not config.record:
-        return list(work)
+        return []
     done = read(config.record)[1] if is_record(config.record) else []
     db = config.out_dir / "results.sqlite"
     if db.is_file():
         done += read_stores([db], "groups")
+    return done
+
+
+def pending(config, work: list, done: list[dict] | None = None) -> list:
+    """The groups of `work` that `done` (default: `finished(config)`) does not hold with their
+    current fingerprint (only a study with a record skips groups this way)."""
+    if not config.record:
+        return list(work)
+    done = finished(config) if done is None else done
     prints = {(g["key"], g.get("fingerprint")) for g in done}
     return [g for g in work if (g.key, fingerprint(config, g)) not in prints]
