@@ -128,30 +128,3 @@ def test_paper_configs_dry_run_offline_with_gpu_hours(path, capsys, monkeypatch)
     assert int(fields["training_runs"]) > 0
     assert "gpu_hours = teacher" in out
 
-
-REPRO = Path(__file__).parents[1] / "configs" / "repro-cpu.yaml"
-
-
-def test_recorded_pace_times_the_groups_left_by_the_finished_groups_of_their_kind():
-    from ia2.config import load_experiment
-    from ia2.estimate import _metered, recorded_pace
-    from ia2.experiment import groups
-
-    config = load_experiment(REPRO)
-    grid = {g.key: g for g in groups(config)}
-    icl, method, zero = grid["icl/sst2/8/0"], grid["method/sst2/sft/8"], grid["zero_shot/sst2"]
-    flops = {g.key: sum(_metered(config, [g])[0].flops.values()) for g in (icl, method, zero)}
-    done = [{"key": icl.key, "seconds": 1200.0, "finished": "2026-01-02"},
-            {"key": icl.key, "seconds": 9e9, "finished": "2026-01-01"},  # an older rerun
-            {"key": method.key, "seconds": 2400.0, "finished": "2026-01-03"},
-            {"key": "icl/gone/8/0", "seconds": 9e9, "finished": "2026-01-04"}]  # not in the grid
-    assert recorded_pace(config, [zero], []) is None
-    # the finished groups themselves take what they took
-    hours, how = recorded_pace(config, [icl, method], done)
-    assert hours == pytest.approx((1200 + 2400) / 3600)
-    assert "2 recorded groups" in how and "icl" in how and "method" in how
-    # a kind none finished goes at the pace of all kinds together
-    hours, _ = recorded_pace(config, [zero], done)
-    overall = (1200 + 2400) / (flops[icl.key] + flops[method.key])
-    assert hours == pytest.approx(flops[zero.key] * overall / 3600)
-    assert flops[icl.key] != flops[method.key]  # else the pace would not tell the kinds apart

@@ -4,6 +4,7 @@
 import json
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,8 +88,10 @@ def test_a_study_continues_from_its_record_without_runs(study, tmp_path, tiny_di
     assert [g.key for g in pending][0].startswith("method/")  # methods first in a cell
     assert main(["run", str(path), "--dry-run"]) == 0  # the groups left, at the record's pace
     out = capsys.readouterr().out
-    assert "groups=3;" in out and f"of the {len(before[1])} recorded groups" in out
-    assert float(out.split("hours_at_recorded_pace=")[1].split(";")[0]) >= 0
+    summary = dict(kv.split("=") for kv in next(
+        line for line in out.splitlines() if line.startswith("groups=")).split("; "))
+    assert summary["groups"] == "3" and float(summary["hours_at_recorded_pace"]) >= 0
+    assert f"of the {len(before[1])} recorded groups" in out
     # without methods, only the new seed's ICL group is left
     icl_only = load_experiment(_config(tmp_path, tiny_dir, record=str(rec),
                                        **dict(GRID, seeds=[0, 1, 2], methods=[])))
@@ -247,3 +250,29 @@ def test_continue_study_commits_the_record_after_each_group(tmp_path, tiny_dir):
     assert git("status", "--porcelain").split() == ["??", "other", "??", "results/.tiny.lock",
                                                     "??", "runs/", "??", "study.yaml"]
     assert "ia2 report results/tiny" in done.stdout
+
+
+REPRO = Path(__file__).parents[1] / "configs" / "repro-cpu.yaml"  # not run: only its grid
+
+
+def test_pace_times_the_groups_left_by_the_finished_groups_of_their_kind():
+    from ia2.estimate import flops as count
+
+    config = load_experiment(REPRO)
+    grid = {g.key: g for g in experiment.groups(config)}
+    icl, method, zero = grid["icl/sst2/8/0"], grid["method/sst2/sft/8"], grid["zero_shot/sst2"]
+    flops = {g.key: count(config, [g]) for g in (icl, method, zero)}
+    done = [{"key": icl.key, "seconds": 1200.0, "finished": "2026-01-02"},
+            {"key": icl.key, "seconds": 9e9, "finished": "2026-01-01"},  # an older rerun
+            {"key": method.key, "seconds": 2400.0, "finished": "2026-01-03"},
+            {"key": "icl/gone/8/0", "seconds": 9e9, "finished": "2026-01-04"}]  # not in the grid
+    assert record.pace(config, [zero], []) is None
+    # the finished groups themselves take what they took
+    hours, how = record.pace(config, [icl, method], done)
+    assert hours == pytest.approx((1200 + 2400) / 3600)
+    assert "2 recorded groups" in how and "icl" in how and "method" in how
+    # a kind none finished goes at the pace of all kinds together
+    hours, _ = record.pace(config, [zero], done)
+    overall = (1200 + 2400) / (flops[icl.key] + flops[method.key])
+    assert hours == pytest.approx(flops[zero.key] * overall / 3600)
+    assert flops[icl.key] != flops[method.key]  # else the pace would not tell the kinds apart

@@ -342,21 +342,16 @@ def _metered(config, work):
     return meter, counts, episodes, guessed, model
 
 
-def study_cost(config, work, done: list[dict] = ()) -> dict:
+def study_cost(config, work) -> dict:
     """What --dry-run prints for the groups `work` of `config`: counts of the study's work, an
     upper bound on optimizer steps, and GPU hours and FLOPs from the compute model above (and,
-    for the embedded models, CPU hours from the measured constants). With `done`, the finished
-    groups of a record (wall `seconds` by `key`), also the hours `work` takes at their pace."""
+    for the embedded models, CPU hours from the measured constants)."""
     meter, out, episodes, guessed, model = _metered(config, work)
     steps, queries = out["max_steps"], out["eval_queries"]
     if config.model in ALIASES and ALIASES[config.model] in ("google/gemma-3-270m",
                                                              "HuggingFaceTB/SmolLM2-135M"):
         hours = (steps * SECONDS_PER_STEP + queries * SECONDS_PER_QUERY) / 3600
         out["max_hours_gemma_cpu"] = round(hours, 1)
-    paced = recorded_pace(config, work, done)
-    if paced:
-        out["hours_at_recorded_pace"] = _sig(paced[0])
-        out["pace"] = paced[1]
     if model is None:
         out["gpu_hours"] = "unknown"
         out["note"] = (f"model {config.model} is not in ia2.estimate.MODELS and has no local "
@@ -374,31 +369,9 @@ def study_cost(config, work, done: list[dict] = ()) -> dict:
     return out
 
 
-def recorded_pace(config, work, done) -> tuple[float, str] | None:
-    """Hours the groups `work` take at the pace the finished groups `done` kept: each group's
-    FLOPs (the compute model's) times the seconds per FLOP of the finished groups of its kind
-    (zero-shot, ICL, method; all kinds together for a kind none finished), and how."""
-    from .experiment import groups
-
-    grid = {g.key: g for g in groups(config)}
-    newest = {d["key"]: d for d in sorted(done, key=lambda d: d.get("finished") or "")
-              if d["key"] in grid and d.get("seconds")}
-    flops = lambda g: sum(_metered(config, [g])[0].flops.values())  # noqa: E731
-    secs: dict[str, float] = {}
-    work_done: dict[str, float] = {}
-    for key, d in newest.items():
-        kind = grid[key].kind
-        secs[kind] = secs.get(kind, 0.0) + d["seconds"]
-        work_done[kind] = work_done.get(kind, 0.0) + flops(grid[key])
-    if not secs or not sum(work_done.values()):
-        return None
-    rate = {k: secs[k] / work_done[k] for k in secs if work_done[k]}
-    overall = sum(secs.values()) / sum(work_done.values())
-    hours = sum(flops(g) * rate.get(g.kind, overall) for g in work) / 3600
-    hosts = ", ".join(sorted({str(d.get("host")) for d in newest.values()}))
-    kinds = ", ".join(f"{k} {secs[k] / work_done[k] * 1e12:.2f}" for k in sorted(rate))
-    return hours, (f"the FLOPs left at the seconds per TFLOP of the {len(newest)} recorded groups "
-                   f"by kind ({kinds}; on {hosts})")
+def flops(config, work) -> float:
+    """The compute model's FLOPs for the groups `work` of `config`."""
+    return sum(_metered(config, work)[0].flops.values())
 
 
 def dry_run_lines(counts: dict) -> list[str]:

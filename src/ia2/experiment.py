@@ -312,9 +312,14 @@ class Study:
 def cost(config: ExperimentConfig, work: list[Group], done: list[dict] = ()) -> dict:
     """What --dry-run prints: counts of the work, GPU hours and FLOPs, and with the finished
     groups `done`, the hours at their pace (`ia2.estimate`)."""
+    from . import record
     from .estimate import study_cost
 
-    return study_cost(config, work, done)
+    out = study_cost(config, work)
+    paced = record.pace(config, work, done) if done else None
+    if paced:
+        out["hours_at_recorded_pace"], out["pace"] = round(paced[0], 2), paced[1]
+    return out
 
 
 def run_study(config: ExperimentConfig, shard_spec: str | None = None, dry_run: bool = False,

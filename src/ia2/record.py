@@ -194,3 +194,30 @@ def pending(config, work: list, done: list[dict] | None = None) -> list:
     done = finished(config) if done is None else done
     prints = {(g["key"], g.get("fingerprint")) for g in done}
     return [g for g in work if (g.key, fingerprint(config, g)) not in prints]
+
+
+def pace(config, work, done) -> tuple[float, str] | None:
+    """Hours the groups `work` take at the pace the finished groups `done` kept: each group's
+    FLOPs (the compute model's) times the seconds per FLOP of the finished groups of its kind
+    (zero-shot, ICL, method; all kinds together for a kind none finished), and how."""
+    from .estimate import flops
+    from .experiment import groups
+
+    grid = {g.key: g for g in groups(config)}
+    newest = {d["key"]: d for d in sorted(done, key=lambda d: d.get("finished") or "")
+              if d["key"] in grid and d.get("seconds")}
+    secs: dict[str, float] = {}
+    work_done: dict[str, float] = {}
+    for key, d in newest.items():
+        kind = grid[key].kind
+        secs[kind] = secs.get(kind, 0.0) + d["seconds"]
+        work_done[kind] = work_done.get(kind, 0.0) + flops(config, [grid[key]])
+    if not secs or not sum(work_done.values()):
+        return None
+    rate = {k: secs[k] / work_done[k] for k in secs if work_done[k]}
+    overall = sum(secs.values()) / sum(work_done.values())
+    hours = sum(flops(config, [g]) * rate.get(g.kind, overall) for g in work) / 3600
+    hosts = ", ".join(sorted({str(d.get("host")) for d in newest.values()}))
+    kinds = ", ".join(f"{k} {secs[k] / work_done[k] * 1e12:.2f}" for k in sorted(rate))
+    return hours, (f"the FLOPs left at the seconds per TFLOP of the {len(newest)} recorded groups "
+                   f"by kind ({kinds}; on {hosts})")
