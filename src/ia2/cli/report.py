@@ -5,23 +5,25 @@ from __future__ import annotations
 
 def register(sub) -> None:
     p = sub.add_parser("report", help="write the markdown report (tables, plots) of a study")
-    p.add_argument("run_dir", help="the study's output directory (holds results.sqlite) or its "
-                   "record (ia2.record, e.g. results/repro-cpu)")
+    p.add_argument("run_dir", nargs="+", help="the study's output directory (holds "
+                   "results.sqlite) or its record (ia2.record, e.g. results/repro-cpu); several: "
+                   "one page, a section each")
     p.add_argument("--out", help="markdown file to write (default RUN_DIR/report/REPORT.md)")
-    p.add_argument("--figures", help="directory for the PNGs and tables/ (CSV, LaTeX); default: figures/ beside --out")
+    p.add_argument("--figures", help="directory for the PNGs and tables/ (CSV, LaTeX); default: "
+                   "figures/ beside --out (several studies: each record's figures/)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..report import write_report
-
+    import os
     import shlex
 
-    import os
+    from ..report import write_report
 
-    command = " ".join(["ia2 report", shlex.quote(os.path.normpath(args.run_dir))]
+    command = " ".join(["ia2 report", *(shlex.quote(os.path.normpath(d)) for d in args.run_dir)]
                        + [f"--{k} {shlex.quote(v)}" for k, v in (("out", args.out),
                                                                ("figures", args.figures)) if v])
-    path = write_report(args.run_dir, args.out, args.figures, command)
+    dirs = args.run_dir[0] if len(args.run_dir) == 1 else args.run_dir
+    path = write_report(dirs, args.out, args.figures, command)
     print(f"report: {path}")
     return 0
