@@ -179,7 +179,7 @@ def selections(run_dir: Path) -> list[list[str]]:
     for f in sorted((run_dir / "selection").glob("*.json")):
         s = json.loads(f.read_text())
         cands = ", ".join(f"{c['lr']:g}" + (f"/β{c['beta']:g}" if c["beta"] is not None else "")
-                          + f": {c['mean_dev_loss']:.4g}" for c in s["candidates"])
+                          + f": {c['mean_dev_loss']:#.4g}" for c in s["candidates"])
         chosen = f"{s['lr']:g}" + (f" (β={s['beta']:g})" if s["beta"] is not None else "")
         rows.append([s["task"], LABELS.get(s["method"], s["method"]), str(s["n"]), chosen, cands])
     return rows
