@@ -22,4 +22,4 @@ while :; do
   echo "groups left: $left"
   [ "$left" != 0 ] || break
 done
-echo "done; write the report with: ia2 report $record --out RESULTS.md --figures $record/figures"
+echo "done; report it with: ia2 report $record --out $record/REPORT.md (several records on one page: docs/reproduction.md)"

@@ -127,4 +127,3 @@ def test_paper_configs_dry_run_offline_with_gpu_hours(path, capsys, monkeypatch)
     assert float(fields["teacher_cache_gib"]) > 0
     assert int(fields["training_runs"]) > 0
     assert "gpu_hours = teacher" in out
-

@@ -377,15 +377,15 @@ def flops(config, work) -> float:
 def dry_run_lines(counts: dict) -> list[str]:
     """The summary lines a dry run prints after its groups."""
     main = {k: v for k, v in counts.items()
-            if not k.startswith("gpu_hours_") and k not in ("note", "pace")}
+            if not k.startswith("gpu_hours_") and k not in ("note", "pace_basis")}
     lines = ["; ".join(f"{k}={v}" for k, v in main.items())]
     if isinstance(counts.get("gpu_hours"), float):
         parts = " + ".join(f"{s} {counts['gpu_hours_' + s]}"
                            for s in ("teacher", "training", "evaluation", "analysis"))
         lines.append(f"gpu_hours = {parts} (training: every run to its epoch limit); "
                      f"{Hardware.from_env().describe()}; docs/gpus.md, the paper's configs")
-    if counts.get("pace"):
-        lines.append(f"hours_at_recorded_pace = {counts['pace']}")
+    if counts.get("pace_basis"):
+        lines.append(f"hours_at_recorded_pace: {counts['pace_basis']}")
     if counts.get("note"):
         lines.append(f"note: {counts['note']}")
     return lines

@@ -318,7 +318,7 @@ def cost(config: ExperimentConfig, work: list[Group], done: list[dict] = ()) -> 
     out = study_cost(config, work)
     paced = record.pace(config, work, done) if done else None
     if paced:
-        out["hours_at_recorded_pace"], out["pace"] = round(paced[0], 2), paced[1]
+        out["hours_at_recorded_pace"], out["pace_basis"] = float(f"{paced[0]:.3g}"), paced[1]
     return out
 
 

@@ -197,15 +197,18 @@ def pending(config, work: list, done: list[dict] | None = None) -> list:
 
 
 def pace(config, work, done) -> tuple[float, str] | None:
-    """Hours the groups `work` take at the pace the finished groups `done` kept: each group's
-    FLOPs (the compute model's) times the seconds per FLOP of the finished groups of its kind
-    (zero-shot, ICL, method; all kinds together for a kind none finished), and how."""
+    """Hours the groups `work` take at the pace the finished groups `done` kept (those with
+    the current fingerprint): each group's FLOPs (the compute model's, counted for the group
+    alone: a teacher shared by a cell's groups is charged to each) times the seconds per FLOP
+    of the finished groups of its kind (zero-shot, ICL, method; all kinds together for a kind
+    none finished), and how."""
     from .estimate import flops
     from .experiment import groups
 
     grid = {g.key: g for g in groups(config)}
     newest = {d["key"]: d for d in sorted(done, key=lambda d: d.get("finished") or "")
-              if d["key"] in grid and d.get("seconds")}
+              if d["key"] in grid and d.get("seconds")
+              and d.get("fingerprint") == fingerprint(config, grid[d["key"]])}
     secs: dict[str, float] = {}
     work_done: dict[str, float] = {}
     for key, d in newest.items():

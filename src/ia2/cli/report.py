@@ -8,7 +8,8 @@ def register(sub) -> None:
     p.add_argument("run_dir", nargs="+", help="the study's output directory (holds "
                    "results.sqlite) or its record (ia2.record, e.g. results/repro-cpu); several: "
                    "one page, a section each")
-    p.add_argument("--out", help="markdown file to write (default RUN_DIR/report/REPORT.md)")
+    p.add_argument("--out", help="markdown file to write (one study: default "
+                   "RUN_DIR/report/REPORT.md; several: required)")
     p.add_argument("--figures", help="directory for the PNGs and tables/ (CSV, LaTeX); default: "
                    "figures/ beside --out (several studies: each record's figures/)")
     p.set_defaults(func=run)
@@ -23,7 +24,6 @@ def run(args) -> int:
     command = " ".join(["ia2 report", *(shlex.quote(os.path.normpath(d)) for d in args.run_dir)]
                        + [f"--{k} {shlex.quote(v)}" for k, v in (("out", args.out),
                                                                ("figures", args.figures)) if v])
-    dirs = args.run_dir[0] if len(args.run_dir) == 1 else args.run_dir
-    path = write_report(dirs, args.out, args.figures, command)
+    path = write_report(args.run_dir, args.out, args.figures, command)
     print(f"report: {path}")
     return 0
