@@ -141,8 +141,10 @@ class StopAfterSave(TrainerCallback):
             raise Interrupt
 
 
-@pytest.mark.parametrize("kind", ["lora", "prompt"])
-def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, kind):
+@pytest.mark.parametrize("kind,cut_mid_save", [("lora", False), ("prompt", False), ("lora", True)])
+def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, kind, cut_mid_save):
+    from ia2.methods.trainer import last_checkpoint
+
     train, dev = _conflicting_sft_data()
     cfg = TrainConfig(lr=1e-2, epochs=3, patience=100, **QUIET)
     whole = _fresh(kind=kind)
@@ -150,6 +152,14 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, kind):
     with pytest.raises(Interrupt):
         train_stage(_fresh(kind=kind), Objective("sft"), train, dev, Collator(0), cfg, tmp_path / "cut",
                     callbacks=[StopAfterSave(4)])
+    newest = tmp_path / "cut" / "checkpoint-4"
+    assert last_checkpoint(tmp_path / "cut") == str(newest)
+    if cut_mid_save:  # killed while writing checkpoint-4's state, the last file the Trainer writes
+        state = newest / "trainer_state.json"
+        state.write_text(state.read_text()[:100])
+        assert last_checkpoint(tmp_path / "cut") == str(tmp_path / "cut" / "checkpoint-2")
+        (newest / "trainer_state.json").unlink()
+        assert last_checkpoint(tmp_path / "cut") == str(tmp_path / "cut" / "checkpoint-2")
     resumed = _fresh(seed=123, kind=kind)  # a new process: different init, weights come from the checkpoint
     r_resumed = train_stage(resumed, Objective("sft"), train, dev, Collator(0), cfg, tmp_path / "cut")
     a, b = _state(whole), _state(resumed)

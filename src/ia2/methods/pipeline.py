@@ -37,7 +37,7 @@ from .adapters import AdapterConfig, attach
 from .data import Collator, ItemDataset, build_items
 from .integrity import adapter_record, base_fingerprint
 from .losses import ALIGNMENTS, KD_MODES
-from .trainer import Objective, StageResult, TrainConfig, train_stage
+from .trainer import Objective, StageResult, TrainConfig, last_checkpoint, train_stage
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,6 @@ def train_method(model, tokenizer, spec: TaskSpec, data: TrainingData, config: R
             write_json(out / "teacher.json", data.teacher)
 
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     from ..models import context_window
 
@@ -316,7 +315,7 @@ def train_method(model, tokenizer, spec: TaskSpec, data: TrainingData, config: R
         train_ds, dev_ds = _datasets(tokenizer, spec, data, stage, config.preset, config.kd,
                                      window)
         ckpt = sdir / "checkpoints"
-        last = get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
+        last = last_checkpoint(ckpt)
         if last and state.is_main_process:
             log.warning("resuming %s: stage %s from %s", out, name, Path(last).name)
         lr = config.sft_lr if stage.sft_stage and config.sft_lr is not None else config.train.lr

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerState
 
 from .. import validate
 from ..errors import IA2Error
@@ -281,7 +282,7 @@ def train_stage(model, objective: Objective, train_dataset, dev_dataset, collato
     if config.progress:
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(LossBar())
-    checkpoint = get_last_checkpoint(str(output_dir)) if resume and os.path.isdir(output_dir) else None
+    checkpoint = last_checkpoint(output_dir) if resume else None
     trainer.train(resume_from_checkpoint=checkpoint)
     state = trainer.state
     best = state.best_model_checkpoint
@@ -294,3 +295,21 @@ def train_stage(model, objective: Objective, train_dataset, dev_dataset, collato
         steps=state.global_step,
         stopped_early=state.global_step < max_steps,
     )
+
+
+def last_checkpoint(folder) -> str | None:
+    """The newest checkpoint the Trainer finished writing, or None. Its trainer_state.json is
+    written last, so a process killed while saving leaves a checkpoint without a whole one,
+    which the Trainer cannot resume from (it is passed over, and rewritten when that step
+    is saved again)."""
+    done = []
+    for path in Path(folder).glob("checkpoint-*") if os.path.isdir(folder) else ():
+        match, state = re.fullmatch(r"checkpoint-(\d+)", path.name), path / "trainer_state.json"
+        if not (match and state.is_file()):
+            continue
+        try:
+            TrainerState.load_from_json(str(state))
+        except (ValueError, TypeError, KeyError):  # cut short mid-write
+            continue
+        done.append((int(match.group(1)), str(path)))
+    return max(done)[1] if done else None
