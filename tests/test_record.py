@@ -155,6 +155,14 @@ def test_several_studies_report_on_one_page_a_section_each(study, tmp_path):
         write_report([a, b])
     with pytest.raises(IA2Error, match="distinct names"):
         write_report([a, tmp_path / "x" / "alpha"], tmp_path / "R2.md")
+    empty = tmp_path / "gamma"  # a record with nothing in it yet: no page, no figure written
+    empty.mkdir()
+    for name in ("groups.jsonl", "evaluations.jsonl"):
+        (empty / name).write_text("")
+    shutil.rmtree(a / "figures")
+    with pytest.raises(IA2Error, match="gamma/evaluations.jsonl: no results yet"):
+        write_report([a, empty], tmp_path / "R3.md")
+    assert not (a / "figures").exists() and not (tmp_path / "R3.md").exists()
 
 
 def test_the_cli_report_is_the_same_in_any_process(study, tmp_path):
