@@ -93,10 +93,12 @@ def test_a_study_continues_from_its_record_without_runs(study, tmp_path, tiny_di
     assert summary["groups"] == "3" and float(summary["hours_at_recorded_pace"]) > 0
     kept = len(before[1]) - 2  # the method groups' times are of other seeds: not counted
     assert f"of the {kept} recorded groups" in out
-    # without methods, only the new seed's ICL group is left
-    icl_only = load_experiment(_config(tmp_path, tiny_dir, record=str(rec),
-                                       **dict(GRID, seeds=[0, 1, 2], methods=[])))
-    experiment.run_study(icl_only, progress=False, max_groups=1)
+    # --only: the new seed's ICL group alone, and none of the selection is left after it
+    assert main(["run", str(path), "--dry-run", "--only", "icl/*"]) == 0
+    assert [line for line in capsys.readouterr().out.splitlines()
+            if line.startswith(("icl/", "method/", "zero_shot/"))] == ["icl/sst2/4/2"]
+    assert main(["run", str(path), "--only", "icl/*", "--max-groups", "3", "--no-report"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "groups left: 0"
     rows, groups = record.read(rec)
     assert len(groups) == len(before[1]) + 1 and not (tmp_path / "study" / "runs").exists()
     assert {r["key"] for r in before[0]} < {r["key"] for r in rows}
@@ -246,6 +248,21 @@ def test_max_groups_must_be_positive(tmp_path, tiny_dir, capsys):  # noqa: F811
 
     assert main(["run", str(_config(tmp_path, tiny_dir)), "--max-groups", "0"]) == 2
     assert "--max-groups must be >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "study").exists()
+
+
+def test_only_selects_by_glob_and_rejects_a_glob_matching_nothing(tmp_path, tiny_dir,  # noqa: F811
+                                                                   capsys):
+    from ia2.cli import main
+
+    config = load_experiment(_config(tmp_path, tiny_dir, **GRID))
+    assert [g.key for g in experiment.select(config, only=("method/*/ia2->sft/*", "zero_shot/*"))] \
+        == ["zero_shot/sst2", "method/sst2/ia2->sft/4"]  # the grid's order, not the globs'
+    halves = [experiment.select(config, f"{i}/2", ("icl/*",)) for i in range(2)]
+    assert sorted(g.key for h in halves for g in h) == ["icl/sst2/4/0", "icl/sst2/4/1"]
+    assert main(["run", str(_config(tmp_path, tiny_dir)), "--only", "icl/sst2/8/*"]) == 2
+    err = capsys.readouterr().err
+    assert "--only 'icl/sst2/8/*' matches no group of the grid" in err and err.count("\n") == 1
     assert not (tmp_path / "study").exists()
 
 

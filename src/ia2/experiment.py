@@ -19,6 +19,7 @@ import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from fnmatch import fnmatchcase
 from functools import lru_cache
 from pathlib import Path
 
@@ -99,6 +100,20 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     except ValueError:
         raise IA2Error(f"--shard takes i/n (e.g. 0/4), not {text!r}") from None
     return i, n
+
+
+def select(config: ExperimentConfig, shard_spec: str | None = None,
+           only: tuple[str, ...] = ()) -> list[Group]:
+    """The groups one call owns: its shard of the grid, narrowed to the keys matching any of
+    the `only` globs (e.g. `icl/sst2/8/*`), in the grid's order."""
+    every = groups(config)
+    for pattern in only:
+        if not any(fnmatchcase(g.key, pattern) for g in every):
+            raise IA2Error(f"--only {pattern!r} matches no group of the grid "
+                           "(keys look like method/sst2/ia2->sft/8, icl/sst2/8/0, zero_shot/sst2; "
+                           "--dry-run lists them)")
+    work = shard(every, *parse_shard(shard_spec))
+    return [g for g in work if not only or any(fnmatchcase(g.key, p) for p in only)]
 
 
 class Study:
@@ -323,15 +338,17 @@ def cost(config: ExperimentConfig, work: list[Group], done: list[dict] = ()) -> 
 
 
 def run_study(config: ExperimentConfig, shard_spec: str | None = None, dry_run: bool = False,
-              progress: bool = True, max_groups: int | None = None) -> Path:
-    """Run (or with `dry_run` print) the study's groups, at most `max_groups` of those not
-    finished yet. A study with a `record:` is restored from it first (ia2.record)."""
+              progress: bool = True, max_groups: int | None = None,
+              only: tuple[str, ...] = ()) -> Path:
+    """Run (or with `dry_run` print) the study's groups (its shard, narrowed by `only`), at
+    most `max_groups` of those not finished yet. A study with a `record:` is restored from it
+    first (ia2.record)."""
     from . import record
     from .store import ResultsStore
 
     check_inputs(config)  # before the output directory exists: bad input leaves nothing behind
     executors.check(config.executor)
-    work = shard(groups(config), *parse_shard(shard_spec))
+    work = select(config, shard_spec, only)
     done = record.finished(config)
     work = record.pending(config, work, done)
     if max_groups is not None:

@@ -13,6 +13,9 @@ def register(sub) -> None:
     p.add_argument("config", help="experiment YAML (see configs/)")
     p.add_argument("--dry-run", action="store_true", help="print the grid and its size, run nothing")
     p.add_argument("--shard", metavar="I/N", help="run a deterministic 1/N of the grid (0-based I)")
+    p.add_argument("--only", action="append", default=[], metavar="GLOB",
+                   help="run only the groups whose key matches GLOB (repeatable), e.g. "
+                        "'icl/sst2/8/*'; --dry-run lists the keys")
     p.add_argument("--out", help="override the config's output directory")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--record", metavar="DIR",
@@ -47,12 +50,13 @@ def run(args) -> int:
     # cluster the workers' machines decide)
     if not args.dry_run and config.executor.address is None:
         config.runtime.resolve()
-    out = run_study(config, args.shard, args.dry_run, max_groups=args.max_groups)
+    only = tuple(args.only)
+    out = run_study(config, args.shard, args.dry_run, max_groups=args.max_groups, only=only)
     if args.max_groups is not None and not args.dry_run:  # what scripts/continue-study.sh reads
-        from ..experiment import groups, parse_shard, shard
+        from ..experiment import select
         from ..record import pending
 
-        left = pending(config, shard(groups(config), *parse_shard(args.shard)))
+        left = pending(config, select(config, args.shard, only))
         print(f"groups left: {len(left) if config.record else 'unknown (no record)'}")
     if args.dry_run or args.no_report:
         return 0
