@@ -324,8 +324,23 @@ def test_pace_times_the_groups_left_by_the_finished_groups_of_their_kind():
     hours, how = record.pace(config, [icl, method], done)
     assert hours == pytest.approx((1200 + 2400) / 3600)
     assert "2 recorded groups" in how and "icl" in how and "method" in how
-    # a kind none finished goes at the pace of all kinds together
+    # a kind none finished goes at the median pace of all the groups
     hours, _ = record.pace(config, [zero], done)
-    overall = (1200 + 2400) / (flops[icl.key] + flops[method.key])
+    overall = (1200 / flops[icl.key] + 2400 / flops[method.key]) / 2
     assert hours == pytest.approx(flops[zero.key] * overall / 3600)
     assert flops[icl.key] != flops[method.key]  # else the pace would not tell the kinds apart
+
+
+def test_the_pace_is_the_median_of_the_recorded_groups(tmp_path, tiny_dir):  # noqa: F811
+    from ia2.estimate import flops
+
+    config = load_experiment(_config(tmp_path, tiny_dir, **dict(GRID, seeds=[0, 1, 2, 3])))
+    icl = [g for g in experiment.groups(config) if g.kind == "icl"]
+    # three ICL groups finished at 2 s per TFLOP, but one of them while another job shared the
+    # cores (5x slower); the fourth is left
+    slow = [1.0, 5.0, 1.0]
+    done = [{"key": g.key, "seconds": 2e-12 * flops(config, [g]) * s, "finished": f"t{i}",
+             "fingerprint": record.fingerprint(config, g)} for i, (g, s) in enumerate(zip(icl, slow))]
+    hours, basis = record.pace(config, icl[3:], done)
+    assert hours == pytest.approx(2e-12 * flops(config, icl[3:]) / 3600)
+    assert "median seconds per TFLOP of the 3 recorded groups by kind (icl 2.00; on None)" in basis

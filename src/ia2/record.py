@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
+from statistics import median
 
 import yaml
 
@@ -199,9 +200,10 @@ def pending(config, work: list, done: list[dict] | None = None) -> list:
 def pace(config, work, done) -> tuple[float, str] | None:
     """Hours the groups `work` take at the pace the finished groups `done` kept (those with
     the current fingerprint): each group's FLOPs (the compute model's, counted for the group
-    alone: a teacher shared by a cell's groups is charged to each) times the seconds per FLOP
-    of the finished groups of its kind (zero-shot, ICL, method; all kinds together for a kind
-    none finished), and how."""
+    alone: a teacher shared by a cell's groups is charged to each) times the median seconds per
+    FLOP of the finished groups of its kind (zero-shot, ICL, method; of all kinds for a kind
+    none finished), and how. The median, because a group that shared the cores with other jobs
+    can run several times slower (docs/reproduction.md)."""
     from .estimate import flops
     from .experiment import groups
 
@@ -209,18 +211,16 @@ def pace(config, work, done) -> tuple[float, str] | None:
     newest = {d["key"]: d for d in sorted(done, key=lambda d: d.get("finished") or "")
               if d["key"] in grid and d.get("seconds")
               and d.get("fingerprint") == fingerprint(config, grid[d["key"]])}
-    secs: dict[str, float] = {}
-    work_done: dict[str, float] = {}
+    per_flop: dict[str, list[float]] = {}
     for key, d in newest.items():
-        kind = grid[key].kind
-        secs[kind] = secs.get(kind, 0.0) + d["seconds"]
-        work_done[kind] = work_done.get(kind, 0.0) + flops(config, [grid[key]])
-    if not secs or not sum(work_done.values()):
+        if work_done := flops(config, [grid[key]]):
+            per_flop.setdefault(grid[key].kind, []).append(d["seconds"] / work_done)
+    if not per_flop:
         return None
-    rate = {k: secs[k] / work_done[k] for k in secs if work_done[k]}
-    overall = sum(secs.values()) / sum(work_done.values())
+    rate = {k: median(v) for k, v in per_flop.items()}
+    overall = median([r for v in per_flop.values() for r in v])
     hours = sum(flops(config, [g]) * rate.get(g.kind, overall) for g in work) / 3600
     hosts = ", ".join(sorted({str(d.get("host")) for d in newest.values()}))
-    kinds = ", ".join(f"{k} {secs[k] / work_done[k] * 1e12:.2f}" for k in sorted(rate))
-    return hours, (f"the FLOPs left at the seconds per TFLOP of the {len(newest)} recorded groups "
-                   f"by kind ({kinds}; on {hosts})")
+    kinds = ", ".join(f"{k} {rate[k] * 1e12:.2f}" for k in sorted(rate))
+    return hours, (f"the FLOPs left at the median seconds per TFLOP of the {len(newest)} recorded "
+                   f"groups by kind ({kinds}; on {hosts})")
