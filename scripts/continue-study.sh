@@ -19,6 +19,7 @@ while :; do
       sleep 5
     done
   fi
+  [ -n "$left" ] || { echo "error: ia2 run printed no 'groups left:' line (this script runs groups: no --dry-run)" >&2; exit 1; }
   echo "groups left: $left"
   [ "$left" != 0 ] || break
 done

@@ -102,18 +102,21 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return i, n
 
 
-def select(config: ExperimentConfig, shard_spec: str | None = None,
-           only: tuple[str, ...] = ()) -> list[Group]:
+def owned_groups(config: ExperimentConfig, shard_spec: str | None = None,
+                 only: tuple[str, ...] = ()) -> list[Group]:
     """The groups one call owns: its shard of the grid, narrowed to the keys matching any of
     the `only` globs (e.g. `icl/sst2/8/*`), in the grid's order."""
     every = groups(config)
-    for pattern in only:
-        if not any(fnmatchcase(g.key, pattern) for g in every):
-            raise IA2Error(f"--only {pattern!r} matches no group of the grid "
-                           "(keys look like method/sst2/ia2->sft/8, icl/sst2/8/0, zero_shot/sst2; "
-                           "--dry-run lists them)")
+    hits = {p: {g.key for g in every if fnmatchcase(g.key, p)} for p in only}
+    for pattern, keys in hits.items():
+        if not keys:
+            first = {}  # one key of each kind, from this grid
+            for g in every:
+                first.setdefault(g.kind, g.key)
+            raise IA2Error(f"--only {pattern!r} matches no group of the grid (its keys look like "
+                           f"{', '.join(first.values())})")
     work = shard(every, *parse_shard(shard_spec))
-    return [g for g in work if not only or any(fnmatchcase(g.key, p) for p in only)]
+    return [g for g in work if g.key in set().union(*hits.values())] if only else work
 
 
 class Study:
@@ -348,7 +351,7 @@ def run_study(config: ExperimentConfig, shard_spec: str | None = None, dry_run: 
 
     check_inputs(config)  # before the output directory exists: bad input leaves nothing behind
     executors.check(config.executor)
-    work = select(config, shard_spec, only)
+    work = owned_groups(config, shard_spec, only)
     done = record.finished(config)
     work = record.pending(config, work, done)
     if max_groups is not None:

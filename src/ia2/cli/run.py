@@ -15,7 +15,7 @@ def register(sub) -> None:
     p.add_argument("--shard", metavar="I/N", help="run a deterministic 1/N of the grid (0-based I)")
     p.add_argument("--only", action="append", default=[], metavar="GLOB",
                    help="run only the groups whose key matches GLOB (repeatable), e.g. "
-                        "'icl/sst2/8/*'; --dry-run lists the keys")
+                        "'icl/sst2/8/*'; --dry-run lists the groups left")
     p.add_argument("--out", help="override the config's output directory")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--record", metavar="DIR",
@@ -53,10 +53,10 @@ def run(args) -> int:
     only = tuple(args.only)
     out = run_study(config, args.shard, args.dry_run, max_groups=args.max_groups, only=only)
     if args.max_groups is not None and not args.dry_run:  # what scripts/continue-study.sh reads
-        from ..experiment import select
+        from ..experiment import owned_groups
         from ..record import pending
 
-        left = pending(config, select(config, args.shard, only))
+        left = pending(config, owned_groups(config, args.shard, only))
         print(f"groups left: {len(left) if config.record else 'unknown (no record)'}")
     if args.dry_run or args.no_report:
         return 0
