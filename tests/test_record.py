@@ -206,6 +206,53 @@ def test_shards_sharing_a_record_keep_each_others_rows_and_groups(study, tmp_pat
         assert {g["key"]: g for g in store.groups()}[groups[0]["key"]] == groups[0]
 
 
+def _teacher_docs(rec: Path) -> dict:
+    docs = {f.name: json.loads(f.read_text()) for f in sorted(rec.glob("runs/*/*.json"))}
+    return {k: d for k, d in docs.items() if d.get("teacher")}
+
+
+def test_teacher_accuracy_is_recorded_and_backfilled_from_the_same_teacher(study, tmp_path):
+    import runpy
+
+    import yaml
+
+    root, path, _ = study
+    rec = tmp_path / "record"
+    shutil.copytree(root / "record", rec)
+    docs = _teacher_docs(rec)
+    assert len(docs) == 2  # ia2->sft at one learning rate, 2 seeds
+    for d in docs.values():
+        acc = d["teacher"]["accuracy"]
+        assert acc["train"]["n"] == 4 and 0 <= acc["train"]["correct"] <= 4
+    for name, d in docs.items():  # as a record written before the count existed
+        del d["teacher"]["accuracy"]
+        (rec / "runs" / "sst2" / name).write_text(json.dumps(d))
+    doc = yaml.safe_load(Path(path).read_text())
+    doc["record"] = str(rec)
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(doc))
+    backfill = runpy.run_path(str(Path(__file__).parents[1] / "scripts" /
+                                  "teacher-accuracy-backfill.py"))
+    assert backfill["main"](str(tmp_path / "study.yaml")) == 0
+    again = _teacher_docs(rec)
+    for name, d in again.items():  # the same counts, said to be recomputed; nothing else changed
+        recomputed = d["teacher"]["accuracy"].pop("recomputed")
+        assert recomputed[:2] == "20" and d == _teacher_docs(root / "record")[name]
+    # a store saving runs whose teacher.json predates the count keeps the record's count
+    config = load_experiment(tmp_path / "study.yaml")
+    config.out = str(tmp_path / "out")
+    for name, d in _teacher_docs(root / "record").items():
+        run = tmp_path / "out" / "runs" / "sst2" / name.removesuffix(".json")
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text(yaml.safe_dump(d["config"]))
+        (run / "run.json").write_text(json.dumps(d["run"]))
+        (run / "teacher.json").write_text(json.dumps(
+            {k: v for k, v in d["teacher"].items() if k != "accuracy"}))
+    before = {f: f.read_text() for f in rec.glob("runs/*/*.json")}
+    with ResultsStore(tmp_path / "out" / "results.sqlite") as store:
+        record.save(experiment.Study(config), store)
+    assert {f: f.read_text() for f in rec.glob("runs/*/*.json")} == before
+
+
 def test_a_store_from_before_per_query_gains_the_columns(tmp_path):
     import sqlite3
 

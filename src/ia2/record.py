@@ -98,6 +98,16 @@ def _run_doc(run_dir: Path) -> dict:
     return doc
 
 
+def _with_teacher_accuracy(doc: dict, recorded: dict | None) -> dict:
+    """`doc`, keeping the teacher accuracy the record holds for the same teacher where the run
+    directory, written before ia2 counted it, has none (scripts/teacher-accuracy-backfill.py)."""
+    mine, theirs = doc.get("teacher"), (recorded or {}).get("teacher")
+    if (mine and theirs and "accuracy" not in mine and "accuracy" in theirs
+            and mine.get("key") == theirs.get("key")):
+        return {**doc, "teacher": {**mine, "accuracy": theirs["accuracy"]}}
+    return doc
+
+
 def _rows(old: list[dict], new: list[dict]) -> list[dict]:
     """Rows by key: a newer copy replaces an older one, except that a row with per-query
     outcomes is never replaced by one without (a store written before they existed)."""
@@ -139,8 +149,9 @@ def save(study, store) -> Path:
             run_dir = run_json.parent
             doc = _run_doc(run_dir)
             target = rec / "runs" / run_dir.parent.name / f"{run_dir.name}.json"
-            if not target.is_file() or json.loads(target.read_text()) != doc:
-                write_json(target, doc)
+            have = json.loads(target.read_text()) if target.is_file() else None
+            if have != _with_teacher_accuracy(doc, have):
+                write_json(target, _with_teacher_accuracy(doc, have))
         for sub in COPIED:
             for src in sorted((study.out / sub).rglob("*.json")):
                 _write_if_changed(rec / src.relative_to(study.out),

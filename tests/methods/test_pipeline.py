@@ -245,6 +245,9 @@ def test_train_and_teach_commands_collect_the_full_distribution_for_kd(tiny_chec
     assert teachers["full"]["config"]["full_distribution"] is True
     assert teachers["topk"]["config"]["full_distribution"] is False
     assert teachers["full"]["key"] != teachers["topk"]["key"]
+    # the record says how often the ICL responses are right: the same responses either way
+    assert teachers["full"]["accuracy"] == teachers["topk"]["accuracy"]
+    assert teachers["full"]["accuracy"]["train"]["n"] == 4
     shard = load_file(f"{teachers['full']['path']}/shard-00000.safetensors")
     lp = shard["train.0.logprobs"]
     assert lp.shape == (shard["train.0.response_ids"].numel(), len(TOK)) and lp.dtype == torch.float16

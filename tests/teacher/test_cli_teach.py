@@ -1,5 +1,7 @@
 """`ia2 teach` end to end on a tiny model saved as a local model directory and real SST-2 rows."""
 
+import re
+
 import pytest
 
 from ia2.cli import main
@@ -25,6 +27,8 @@ def test_teach_then_cached(model_dir, tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "computed 6 examples" in out and "4 train, 2 dev" in out and str(tmp_path / "cache") in out
+    assert re.search(r"teacher accuracy on train: [0-4]/4 responses", out)
+    assert re.search(r"teacher accuracy on dev: [0-2]/2 responses", out)
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert ": cached" in out

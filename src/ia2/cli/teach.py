@@ -72,4 +72,7 @@ def run(args) -> int:
     n = len(tset.train) + len(tset.dev)
     print(f"teacher signals for {n} examples ({len(tset.train)} train, {len(tset.dev)} dev): {status}")
     print(f"cache: {tset.path} ({_size(tset.nbytes)})")
+    for split, acc in (tset.accuracy or {}).items():
+        print(f"teacher accuracy on {split}: {acc['correct']}/{acc['n']} responses are the gold "
+              "answer")
     return 0

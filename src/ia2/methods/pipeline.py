@@ -107,7 +107,7 @@ class TrainingData:
     dev_signals: Sequence[TeacherSignals] | None = None
     site: str = "attn"
     layers: tuple[int, ...] | None = None
-    teacher: dict | None = None  # what identifies the teacher signals (cache key and config)
+    teacher: dict | None = None  # the teacher signals' cache key, config and accuracy
 
     @classmethod
     def from_teacher_set(cls, episode, teacher_set) -> "TrainingData":
@@ -115,7 +115,7 @@ class TrainingData:
         return cls(episode.train, episode.dev, teacher_set.train, teacher_set.dev, cfg.site,
                    tuple(cfg.layers) if cfg.layers is not None else None,
                    {"key": teacher_set.key, "path": str(teacher_set.path) if teacher_set.path else None,
-                    "config": _plain(cfg)})
+                    "config": _plain(cfg), "accuracy": teacher_set.accuracy})
 
 
 @dataclass

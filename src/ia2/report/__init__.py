@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import IA2Error
 from ..io import write_text
-from . import compare, plots, tables
+from . import compare, plots, tables, teacher
 from .settings import fidelity_lines
 
 
@@ -190,6 +190,7 @@ def _study(run_dir: Path, md_path: Path, fig_dir: Path | None) -> tuple[list[str
                 "Chosen per (task, method, N) by the lowest mean dev loss over seeds (the dev split, "
                 "never the evaluation set).", "",
                 tables.markdown(["task", "method", "N", "chosen", "candidates (lr: mean dev loss)"], sel), ""]
+    out += teacher.section(run_dir)
     if groups:
         out += tables.stage_times(groups)
         total = sum(g["seconds"] or 0 for g in groups)

@@ -253,7 +253,8 @@ def teach(model, tokenizer, prompts: list[list[int]], config: TeacherConfig,
 class TeacherSet:
     """Teacher signals for an episode: `train[i]` for train example i (with its demonstrations
     `demos_for_train[i]`), `dev[j]` for dev example j. `computed` counts examples that were not
-    in the cache; `path` is the cache entry's directory."""
+    in the cache; `path` is the cache entry's directory; `accuracy` how often the responses are
+    the gold answer (ia2.teacher.quality)."""
 
     train: list[TeacherSignals]
     dev: list[TeacherSignals]
@@ -262,6 +263,7 @@ class TeacherSet:
     config: TeacherConfig
     items: list[dict] = field(default_factory=list)
     computed: int = 0
+    accuracy: dict | None = None
 
     @property
     def nbytes(self) -> int:
@@ -290,6 +292,7 @@ def teach_episode(model, tokenizer, spec, episode, config: TeacherConfig | None 
     """Teacher signals for every train and dev example of `episode`, through the cache."""
     from ..tasks.prompts import label_token_ids
     from .cache import TeacherCache, cache_fields
+    from .quality import teacher_accuracy
 
     config = (config or TeacherConfig()).for_task(spec)
     config = replace(config, layers=tuple(resolve_layers(model, config.layers)))
@@ -311,6 +314,6 @@ def teach_episode(model, tokenizer, spec, episode, config: TeacherConfig | None 
     with tqdm(total=len(items), desc=f"teacher {spec.name}", unit="ex", disable=not progress) as bar:
         # under torchrun each process builds a slice; rank 0 writes the cache (ia2.distributed)
         signals, computed = load_or_build(cache, build, bar)
-    n_train = len(episode.train)
-    return TeacherSet(signals[:n_train], signals[n_train:], cache.key, cache.path, config,
-                      cache.items, computed)
+    train, dev = signals[:len(episode.train)], signals[len(episode.train):]
+    return TeacherSet(train, dev, cache.key, cache.path, config, cache.items, computed,
+                      teacher_accuracy(tokenizer, spec, episode, train, dev, config.preset))
