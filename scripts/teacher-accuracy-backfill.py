@@ -46,6 +46,10 @@ def main(config_path: str) -> int:
                   f"recorded (cache key {tset.key[:12]}, recorded {key[:12]}); left as it is",
                   file=sys.stderr)
             return 1
+        if tset.accuracy is None:
+            print(f"{task} N={n} seed {seed}: the teacher's accuracy cannot be counted "
+                  "(ia2.teacher.quality); left as it is")
+            continue
         acc = {**tset.accuracy, "recomputed": today}
         with record._lock(rec):
             for f in files:

@@ -1,5 +1,7 @@
 """The teacher's accuracy on its training queries: scored responses, and teach_episode's record."""
 
+import dataclasses
+
 import torch
 
 from ia2.tasks.registry import get_task
@@ -38,6 +40,10 @@ def test_generation_parses_the_text_before_the_stop_string():
               add_special_tokens=False)["input_ids"]
     assert response_correct(tok, spec, ids + [2], Example({}, "7", "g:0")) is True
     assert response_correct(tok, spec, ids, Example({}, "14", "g:1")) is False  # after the stop
+    # the teacher's own stop strings, where its config overrides the task's
+    late = tok("Let me think.\n\n#### 7", add_special_tokens=False)["input_ids"]
+    assert response_correct(tok, spec, late, Example({}, "7", "g:3")) is False
+    assert response_correct(tok, spec, late, Example({}, "7", "g:3"), stops=()) is True
     unparsable = tok("no idea", add_special_tokens=False)["input_ids"]
     assert response_correct(tok, spec, unparsable, Example({}, "7", "g:2")) is False
 
@@ -45,10 +51,21 @@ def test_generation_parses_the_text_before_the_stop_string():
 def test_teach_episode_records_how_often_its_responses_are_right(tmp_path):
     model, tok = tiny_model("llama"), tiny_tokenizer()
     ep = _episode()
-    tset = teach_episode(model, tok, SPEC, ep, TeacherConfig(batch_size=3, topk=0),
-                         cache_root=tmp_path, progress=False)
+    cfg = TeacherConfig(batch_size=3, topk=0, constrain_to_labels=True)
+    tset = teach_episode(model, tok, SPEC, ep, cfg, cache_root=tmp_path, progress=False)
     gold = [tok(w, add_special_tokens=False)["input_ids"][0] for w in ("negative", "positive")]
+    total = 0
     for split, examples, signals in (("train", ep.train, tset.train), ("dev", ep.dev, tset.dev)):
         right = sum(int(s.response_ids[0]) == gold[ex.label] for ex, s in zip(examples, signals))
         assert tset.accuracy[split] == {"correct": right, "n": len(examples),
                                         "accuracy": right / len(examples)}
+        total += right
+    assert 0 < total < len(ep.train) + len(ep.dev)  # some right, some wrong: a real count
+
+
+def test_an_uncountable_teacher_has_no_accuracy_and_no_error(tmp_path):
+    # unconstrained, with label words sharing their first token: no label token stands for one
+    shared = dataclasses.replace(SPEC, labels=("good", "great"))
+    tset = teach_episode(tiny_model("llama"), tiny_tokenizer(), shared, _episode(),
+                         TeacherConfig(batch_size=3, topk=0), cache_root=tmp_path, progress=False)
+    assert tset.accuracy is None and len(tset.train) == 5

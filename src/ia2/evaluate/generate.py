@@ -17,7 +17,7 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 
 from ..errors import IA2Error
 from ..runtime import runtime_of, token_batches
-from ..tasks.parsers import answers_match, parse_answer
+from ..tasks.parsers import answers_match, cut_at_stop, parse_answer
 from ..tasks.prompts import encode_prompt
 from ..tasks.spec import Example, TaskSpec
 from .icl import demos_per_query
@@ -55,8 +55,8 @@ def _finish(tokenizer, row: list[int], eos: list[int], stops: Sequence[str]) -> 
     if any(t in eos for t in row):
         row = row[: next(i for i, t in enumerate(row) if t in eos) + 1]
     text = tokenizer.decode(row, skip_special_tokens=True)
-    hits = [text.find(s) for s in stops if s and s in text]
-    if hits:
+    answer = cut_at_stop(text, stops)
+    if answer != text:
         # shortest id prefix whose text already holds a stop string (containment is monotone)
         lo, hi = 1, len(row)
         while lo < hi:
@@ -65,7 +65,7 @@ def _finish(tokenizer, row: list[int], eos: list[int], stops: Sequence[str]) -> 
                 hi = mid
             else:
                 lo = mid + 1
-        return Generation(row[:lo], text[: min(hits)], "stop")
+        return Generation(row[:lo], answer, "stop")
     return Generation(row, text, "eos" if row and row[-1] in eos else "length")
 
 

@@ -59,8 +59,8 @@ def section(run_dir: Path) -> list[str]:
         return []
     return ["## The teacher's accuracy on the training queries", "",
             "How often the teacher (the base model with the episode's training examples as "
-            "demonstrations, the other N − 1 for a training query) gives the gold answer on the "
-            "queries it teaches: IA2 and KD learn its responses, not the gold labels. Settings "
-            "whose runs learn from no teacher have no row; runs recorded before ia2 kept the "
-            "count gain it with scripts/teacher-accuracy-backfill.py.",
+            "demonstrations, up to the other N − 1 for a training query) gives the gold answer "
+            "on the queries it teaches: IA2 and KD learn its responses, not the gold labels. "
+            "Settings whose runs learn from no teacher have no row; a record's runs from before "
+            "ia2 kept the count gain it with scripts/teacher-accuracy-backfill.py.",
             "", markdown(HEADER, body), ""]

@@ -167,6 +167,12 @@ def get_parser(name: str) -> Parser:
     return PARSERS[name]
 
 
+def cut_at_stop(text: str, stops) -> str:
+    """`text` before its first stop string: where a generated answer ends."""
+    hits = [text.find(s) for s in stops if s and s in text]
+    return text[: min(hits)] if hits else text
+
+
 def parse_answer(name: str, text: str) -> str | None:
     return get_parser(name).parse(text)
 

@@ -316,4 +316,5 @@ def teach_episode(model, tokenizer, spec, episode, config: TeacherConfig | None 
         signals, computed = load_or_build(cache, build, bar)
     train, dev = signals[:len(episode.train)], signals[len(episode.train):]
     return TeacherSet(train, dev, cache.key, cache.path, config, cache.items, computed,
-                      teacher_accuracy(tokenizer, spec, episode, train, dev, config.preset))
+                      teacher_accuracy(tokenizer, spec, episode, train, dev, config.preset,
+                                       label_ids, config.stop))
