@@ -147,11 +147,11 @@ def save(study, store) -> Path:
         _write_if_changed(rec / EVALUATIONS, _lines(_rows(old_rows, store.rows())))
         for run_json in sorted(study.out.glob("runs/*/*/run.json")):
             run_dir = run_json.parent
-            doc = _run_doc(run_dir)
             target = rec / "runs" / run_dir.parent.name / f"{run_dir.name}.json"
             have = json.loads(target.read_text()) if target.is_file() else None
-            if have != _with_teacher_accuracy(doc, have):
-                write_json(target, _with_teacher_accuracy(doc, have))
+            doc = _with_teacher_accuracy(_run_doc(run_dir), have)
+            if have != doc:
+                write_json(target, doc)
         for sub in COPIED:
             for src in sorted((study.out / sub).rglob("*.json")):
                 _write_if_changed(rec / src.relative_to(study.out),
