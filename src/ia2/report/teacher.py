@@ -61,6 +61,7 @@ def section(run_dir: Path) -> list[str]:
             "How often the teacher (the base model with the episode's training examples as "
             "demonstrations, up to the other N − 1 for a training query) gives the gold answer "
             "on the queries it teaches: IA2 and KD learn its responses, not the gold labels. "
-            "Settings whose runs learn from no teacher have no row; a record's runs from before "
-            "ia2 kept the count gain it with scripts/teacher-accuracy-backfill.py.",
+            "Settings whose runs learn from no teacher have no row; runs recorded before ia2 "
+            "counted the teacher's answers get the count from "
+            "scripts/teacher-accuracy-backfill.py.",
             "", markdown(HEADER, body), ""]
